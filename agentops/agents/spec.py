@@ -1,0 +1,352 @@
+"""Agents as code: a YAML spec applied declaratively, and exported back.
+
+`apply` validates the whole spec first and reports every error with its path; only a spec without
+errors is written, in one transaction. Grants and triggers not named in an agent's spec are removed:
+the file is the truth for the agents it names (agents it does not name are left alone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import jsonschema
+import yaml
+from django.db import transaction
+from django.forms.models import model_to_dict
+
+from agentops.agents.models import Agent, ApprovalOverride, Policy, ToolGrant, Trigger, TriggerKind
+from agentops.audit.services import audit_record
+
+SPEC_VERSION = 1
+
+_POLICY_INT_FIELDS = [
+    "max_tokens",
+    "max_tool_calls",
+    "max_iterations",
+    "max_wall_clock_s",
+    "alarm_tokens",
+    "alarm_tool_calls",
+    "alarm_iterations",
+    "alarm_wall_clock_s",
+    "daily_max_runs",
+    "rate_limit_per_minute",
+    "approval_timeout_s",
+    "low_risk_max_changed_lines",
+    "max_diff_lines",
+    "sandbox_memory_mb",
+    "sandbox_pids",
+    "command_timeout_s",
+]
+_POLICY_DECIMAL_FIELDS = ["max_cost_usd", "alarm_cost_usd", "daily_max_cost_usd", "sandbox_cpus"]
+_POLICY_OTHER_FIELDS = ["budget_set_by_person", "daily_action_caps", "low_risk_paths", "protected_paths"]
+POLICY_FIELDS = _POLICY_INT_FIELDS + _POLICY_DECIMAL_FIELDS + _POLICY_OTHER_FIELDS
+# (alarm, cap): an alarm must sit below its cap or it can never ring.
+ALARM_PAIRS = [
+    ("alarm_tokens", "max_tokens"),
+    ("alarm_cost_usd", "max_cost_usd"),
+    ("alarm_tool_calls", "max_tool_calls"),
+    ("alarm_iterations", "max_iterations"),
+    ("alarm_wall_clock_s", "max_wall_clock_s"),
+]
+
+_nullable_int = {"type": ["integer", "null"], "minimum": 0}
+_nullable_number = {"type": ["number", "string", "null"], "pattern": r"^\d+(\.\d+)?$"}
+_number = {"type": ["number", "string"], "pattern": r"^\d+(\.\d+)?$", "minimum": 0}
+
+SPEC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["version", "agents"],
+    "additionalProperties": False,
+    "properties": {
+        "version": {"const": SPEC_VERSION},
+        "agents": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "slug", "objective", "model"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "slug": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{0,99}$"},
+                    "objective": {"type": "string", "minLength": 1},
+                    "model": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "trust_phase": {"type": "integer", "minimum": 1, "maximum": 4},
+                    "paused": {"type": "boolean"},
+                    "config": {"type": "object"},
+                    "policy": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            **{name: _nullable_int for name in _POLICY_INT_FIELDS},
+                            "max_tokens": {"type": "integer", "minimum": 1},
+                            "max_tool_calls": {"type": "integer", "minimum": 0},
+                            "max_iterations": {"type": "integer", "minimum": 1},
+                            "max_wall_clock_s": {"type": "integer", "minimum": 1},
+                            "approval_timeout_s": {"type": "integer", "minimum": 10},
+                            "max_cost_usd": _number,
+                            "alarm_cost_usd": _nullable_number,
+                            "daily_max_cost_usd": _nullable_number,
+                            "sandbox_cpus": _number,
+                            "budget_set_by_person": {"type": "boolean"},
+                            "daily_action_caps": {
+                                "type": "object",
+                                "additionalProperties": {"type": "integer", "minimum": 0},
+                            },
+                            "low_risk_paths": {"type": "array", "items": {"type": "string"}},
+                            "protected_paths": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                    "tools": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["tool"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "tool": {"type": "string", "minLength": 1},
+                                "scope": {"type": "object"},
+                                "approval": {"enum": list(ApprovalOverride.values)},
+                            },
+                        },
+                    },
+                    "triggers": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "kind"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                                "kind": {"enum": list(TriggerKind.values)},
+                                "rules": {"type": "object"},
+                                "enabled": {"type": "boolean"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+class SpecError(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass
+class ApplyResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def _path(parts: list[Any]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(root)"
+
+
+def load_spec(text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([f"(file): not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise SpecError(["(root): the spec must be a mapping with 'version' and 'agents'"])
+    return data
+
+
+def validate_spec(data: dict[str, Any]) -> list[str]:
+    """Every error in the spec, each with its path; [] when the spec can be applied."""
+    from agentops.llm.prices import UnknownModelPrice, price_for
+    from agentops.tools.registry import get_tool
+
+    validator = jsonschema.Draft202012Validator(SPEC_SCHEMA)
+    errors = [f"{_path(list(e.absolute_path))}: {e.message}" for e in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))]
+    if errors:
+        return errors
+    seen_slugs: dict[str, int] = {}
+    seen_names: dict[str, int] = {}
+    for i, agent in enumerate(data["agents"]):
+        where = f"agents[{i}]"
+        for key, seen in (("slug", seen_slugs), ("name", seen_names)):
+            if agent[key] in seen:
+                errors.append(f"{where}.{key}: {agent[key]!r} is also used by agents[{seen[agent[key]]}]")
+            seen[agent[key]] = i
+        try:
+            price_for(agent["model"])
+        except UnknownModelPrice:
+            errors.append(f"{where}.model: no price is known for {agent['model']!r}; a model without a price cannot be budgeted")
+        policy = agent.get("policy", {})
+        defaults = {f.name: f.get_default() for f in Policy._meta.fields}
+        for alarm, cap in ALARM_PAIRS:
+            alarm_value = policy.get(alarm)
+            cap_value = policy.get(cap, defaults[cap])
+            if alarm_value is not None and Decimal(str(alarm_value)) >= Decimal(str(cap_value)):
+                errors.append(f"{where}.policy.{alarm}: the alarm ({alarm_value}) must be below the cap {cap} ({cap_value})")
+        tools_seen: set[str] = set()
+        for j, grant in enumerate(agent.get("tools", [])):
+            gwhere = f"{where}.tools[{j}]"
+            tool = get_tool(grant["tool"])
+            if tool is None:
+                errors.append(f"{gwhere}.tool: no tool named {grant['tool']!r}")
+                continue
+            if grant["tool"] in tools_seen:
+                errors.append(f"{gwhere}.tool: {grant['tool']!r} is granted twice")
+            tools_seen.add(grant["tool"])
+            for err in tool.scope_errors(grant.get("scope", {})):
+                errors.append(f"{gwhere}.scope.{err}" if not err.startswith("(root)") else f"{gwhere}.scope{err[6:]}")
+            if tool.risk_class == "irreversible" and grant.get("approval") == ApprovalOverride.NEVER:
+                errors.append(f"{gwhere}.approval: {grant['tool']} is irreversible; a person must approve it ('never' is not allowed)")
+            if tool.min_trust_phase > agent.get("trust_phase", 1):
+                errors.append(f"{gwhere}.tool: {grant['tool']} needs trust phase {tool.min_trust_phase} or higher")
+        trigger_names: set[str] = set()
+        for j, trigger in enumerate(agent.get("triggers", [])):
+            twhere = f"{where}.triggers[{j}]"
+            if trigger["name"] in trigger_names:
+                errors.append(f"{twhere}.name: {trigger['name']!r} is used twice")
+            trigger_names.add(trigger["name"])
+            errors.extend(f"{twhere}.rules{e}" for e in trigger_rule_errors(trigger["kind"], trigger.get("rules", {})))
+    return errors
+
+
+def trigger_rule_errors(kind: str, rules: dict[str, Any]) -> list[str]:
+    errors = []
+    if kind == TriggerKind.SCHEDULE:
+        from croniter import croniter
+
+        cron = rules.get("cron")
+        if not isinstance(cron, str) or not croniter.is_valid(cron):
+            errors.append(f".cron: {cron!r} is not a valid cron expression")
+    elif kind == TriggerKind.ERROR:
+        if not isinstance(rules.get("project"), str):
+            errors.append(".project: an error trigger names the error project it watches")
+        level = rules.get("min_level", "error")
+        if level not in ("debug", "info", "warning", "error", "fatal"):
+            errors.append(f".min_level: {level!r} is not one of debug, info, warning, error, fatal")
+        for key in ("min_count", "window_s"):
+            if key in rules and (not isinstance(rules[key], int) or rules[key] < 1):
+                errors.append(f".{key}: must be a whole number >= 1")
+    return errors
+
+
+def _policy_values(spec: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in POLICY_FIELDS:
+        if name not in spec:
+            continue
+        value = spec[name]
+        if name in _POLICY_DECIMAL_FIELDS and value is not None:
+            value = Decimal(str(value))
+        values[name] = value
+    return values
+
+
+def _snapshot(agent: Agent) -> dict[str, Any]:
+    return export_agent(agent)
+
+
+def apply_spec(data: dict[str, Any], *, actor: Any = "cli") -> ApplyResult:
+    errors = validate_spec(data)
+    if errors:
+        raise SpecError(errors)
+    result = ApplyResult()
+    with transaction.atomic():
+        for spec in data["agents"]:
+            agent = Agent.objects.filter(slug=spec["slug"]).first()
+            before = _snapshot(agent) if agent else None
+            if agent is None:
+                agent = Agent(slug=spec["slug"])
+            agent.name = spec["name"]
+            agent.objective = spec["objective"]
+            agent.model = spec["model"]
+            agent.trust_phase = spec.get("trust_phase", 1)
+            agent.paused = spec.get("paused", False)
+            agent.config = spec.get("config", {})
+            agent.full_clean()
+            agent.save()
+            policy, _ = Policy.objects.get_or_create(agent=agent)
+            # Fields the spec leaves out go back to their defaults: the file is the whole truth.
+            defaults = {f.name: f.get_default() for f in Policy._meta.fields if f.name in POLICY_FIELDS}
+            for name, value in {**defaults, **_policy_values(spec.get("policy", {}))}.items():
+                setattr(policy, name, value)
+            policy.full_clean()
+            policy.save()
+            wanted = {g["tool"]: g for g in spec.get("tools", [])}
+            agent.grants.exclude(tool__in=wanted).delete()
+            for name, grant in wanted.items():
+                ToolGrant.objects.update_or_create(
+                    agent=agent, tool=name, defaults={"scope": grant.get("scope", {}), "approval": grant.get("approval", "default")}
+                )
+            triggers = {t["name"]: t for t in spec.get("triggers", [])}
+            agent.triggers.exclude(name__in=triggers).delete()
+            for name, trigger in triggers.items():
+                Trigger.objects.update_or_create(
+                    agent=agent,
+                    name=name,
+                    defaults={"kind": trigger["kind"], "rules": trigger.get("rules", {}), "enabled": trigger.get("enabled", True)},
+                )
+            after = _snapshot(agent)
+            if before is None:
+                result.created.append(agent.slug)
+                audit_record(actor=actor, action="agent.create", target=agent, after=after, detail="agentops apply")
+            elif before != after:
+                result.updated.append(agent.slug)
+                audit_record(actor=actor, action="agent.update", target=agent, before=before, after=after, detail="agentops apply")
+            else:
+                result.unchanged.append(agent.slug)
+    return result
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        # Keep YAML readable: 5 rather than '5.000000'; exact values stay exact as strings.
+        normal = value.normalize()
+        return int(normal) if normal == normal.to_integral_value() else str(normal)
+    return value
+
+
+def export_agent(agent: Agent) -> dict[str, Any]:
+    policy = Policy.objects.filter(agent=agent).first()
+    policy_dict = {k: _plain(v) for k, v in model_to_dict(policy, fields=POLICY_FIELDS).items()} if policy else {}
+    return {
+        "name": agent.name,
+        "slug": agent.slug,
+        "objective": agent.objective,
+        "model": agent.model,
+        "trust_phase": agent.trust_phase,
+        "paused": agent.paused,
+        "config": agent.config,
+        "policy": policy_dict,
+        "tools": [{"tool": g.tool, "scope": g.scope, "approval": g.approval} for g in agent.grants.order_by("tool")],
+        "triggers": [
+            {"name": t.name, "kind": t.kind, "rules": t.rules, "enabled": t.enabled} for t in agent.triggers.order_by("name")
+        ],
+    }
+
+
+def export_spec(agents: Any = None) -> dict[str, Any]:
+    agents = agents if agents is not None else Agent.objects.order_by("slug")
+    return {"version": SPEC_VERSION, "agents": [export_agent(a) for a in agents]}
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def dump_spec(data: dict[str, Any]) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)

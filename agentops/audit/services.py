@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from agentops.audit.models import AuditEvent
+from agentops.redaction import redact
+
+
+def actor_label_of(actor: AbstractBaseUser | str | None) -> str:
+    if actor is None:
+        return "system"
+    if isinstance(actor, str):
+        return actor
+    return actor.get_username()
+
+
+def audit_record(
+    *,
+    actor: AbstractBaseUser | str | None,
+    action: str,
+    target: Any = None,
+    before: Any = None,
+    after: Any = None,
+    detail: str = "",
+) -> AuditEvent:
+    return AuditEvent.objects.create(
+        actor=actor if isinstance(actor, AbstractBaseUser) else None,
+        actor_label=actor_label_of(actor),
+        action=action,
+        target_type=type(target)._meta.model_name if hasattr(target, "_meta") else (type(target).__name__ if target is not None else ""),
+        target_id=str(getattr(target, "pk", "") or ""),
+        target_label=str(target)[:200] if target is not None else "",
+        before=redact(before),
+        after=redact(after),
+        detail=redact(detail),
+    )

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class ForgesConfig(AppConfig):
+    name = "agentops.forges"
+    label = "forges"
+    verbose_name = "Forges"

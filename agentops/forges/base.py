@@ -1,0 +1,131 @@
+"""The forge contract: where branches and pull requests live (GitHub or the local forge).
+
+Whatever a caller asks, a forge never writes the default branch or a protected branch, and never
+force-pushes: `push_branch` only creates a branch or fast-forwards it. Merging is the one way code
+reaches the default branch, and the tool that merges is irreversible (a person approves it).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ForgeError(Exception):
+    """The forge refused or failed; the message is safe to show to the model."""
+
+
+class ProtectedBranchError(ForgeError):
+    pass
+
+
+class MergeError(ForgeError):
+    pass
+
+
+@dataclass
+class ChangeSet:
+    """A commit to make on a branch: the full content of every changed file relative to the base
+    (None deletes the file). Text files only; built from the sandbox workspace."""
+
+    message: str
+    files: dict[str, str | None]
+    author_name: str = "agentops agent"
+    author_email: str = "agent@agentops.invalid"
+
+
+@dataclass
+class PullRequestInfo:
+    number: int
+    url: str
+    title: str = ""
+    branch: str = ""
+    base: str = ""
+    draft: bool = False
+    status: str = "open"
+    head_sha: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "url": self.url,
+            "title": self.title,
+            "branch": self.branch,
+            "base": self.base,
+            "draft": self.draft,
+            "status": self.status,
+            "head_sha": self.head_sha,
+            **self.extra,
+        }
+
+
+_BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+
+
+def check_branch_name(branch: str) -> str:
+    """A plain branch name: no refspec syntax (`+`, `:`), no `..`, no `refs/` prefix, no lock files."""
+    if not isinstance(branch, str) or not _BRANCH.match(branch):
+        raise ForgeError(f"invalid branch name {branch!r}")
+    if ".." in branch or "//" in branch or branch.endswith(("/", ".lock", ".")) or branch.startswith("refs/"):
+        raise ForgeError(f"invalid branch name {branch!r}")
+    return branch
+
+
+def check_path(path: str) -> str:
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or parts[0] == ".git" or "\x00" in path:
+        raise ForgeError(f"invalid file path {path!r}")
+    return path
+
+
+class Forge(ABC):
+    kind: str
+
+    @abstractmethod
+    def clone_source(self, repo: str) -> str:
+        """A local path the sandbox can `git clone` (a bare repository or a mirror on this host)."""
+
+    @abstractmethod
+    def default_branch(self, repo: str) -> str: ...
+
+    @abstractmethod
+    def protected_branches(self, repo: str) -> list[str]: ...
+
+    @abstractmethod
+    def _push(self, repo: str, branch: str, changes: ChangeSet, base: str) -> str: ...
+
+    def push_branch(self, repo: str, branch: str, changes: ChangeSet, *, base: str | None = None) -> str:
+        """Create `branch` from `base` (or fast-forward it) with one commit whose tree is base + changes.
+        Returns the new head sha."""
+        check_branch_name(branch)
+        self.require_writable_branch(repo, branch)
+        for path in changes.files:
+            check_path(path)
+        if not changes.files:
+            raise ForgeError("nothing to push: the change set is empty")
+        return self._push(repo, branch, changes, base or self.default_branch(repo))
+
+    def require_writable_branch(self, repo: str, branch: str) -> None:
+        if branch == self.default_branch(repo):
+            raise ProtectedBranchError(f"refusing to push to the default branch {branch!r}: open a pull request instead")
+        if branch in self.protected_branches(repo):
+            raise ProtectedBranchError(f"refusing to push to the protected branch {branch!r}")
+
+    @abstractmethod
+    def open_pull_request(
+        self, repo: str, branch: str, base: str, title: str, body: str, draft: bool, *, run: Any = None
+    ) -> PullRequestInfo: ...
+
+    @abstractmethod
+    def comment(self, repo: str, number: int, body: str) -> str:
+        """Add a comment; returns its URL or id."""
+
+    @abstractmethod
+    def merge(self, repo: str, number: int) -> str:
+        """Merge the pull request into its base; returns the merge commit sha."""
+
+    @abstractmethod
+    def pull_request(self, repo: str, number: int) -> PullRequestInfo: ...

@@ -1,0 +1,514 @@
+"""bubblewrap backend: for machines without Docker (the embedded default).
+
+Each ``exec`` starts a fresh ``bwrap --unshare-all`` (new user, pid, net, ipc, uts, cgroup namespaces) that
+sees the host's /usr read-only, a small read-only subset of /etc, private /proc, /dev and /tmp, and the
+workspace (a fresh git clone in a host temp dir) read-write at /workspace. The host's python3 and git are
+what run inside.
+
+Limits:
+- when the worker runs as root, every sandbox gets its own unprivileged host uid (from
+  ``UID_BASE``..), so RLIMIT_NPROC (per uid) caps that sandbox alone: a fork bomb hits ``pids`` and stops there;
+  without root, the worker's own uid is used and NPROC is set to (its current process count + pids);
+- RLIMIT_AS = memory_mb per process (an allocation past it raises MemoryError / fails);
+- cpus is not enforced (no cgroup delegation); the command runs at nice 10.
+
+Killing: bwrap runs in its own session/process group; killing that group kills bwrap and the pid
+namespace's init, and the kernel then kills every process in the namespace, so nothing escapes. The pid of
+every running bwrap is recorded as ``<root>/run/exec-<pid>`` so ``kill_run_sandboxes`` works from any process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable
+
+from . import fileops
+from .base import (
+    WORKDIR,
+    ExecResult,
+    FileTooLarge,
+    OutputBuffer,
+    PathRejected,
+    Sandbox,
+    SandboxError,
+    SandboxLimits,
+    check_relative_path,
+    pump_process,
+    prepare_clone,
+    safe_name,
+)
+
+BACKEND = "bubblewrap"
+UID_BASE = 620_000
+UID_SPAN = 60_000
+INNER_UID = 1000
+ETC_SUBSET = (
+    "alternatives",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "gitconfig",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "mime.types",
+    "nsswitch.conf",
+    "python3",
+    "python3.11",
+    "ssl",
+)
+SANDBOX_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/home/agent",
+    "USER": "agent",
+    "LOGNAME": "agent",
+    "LANG": "C.UTF-8",
+    "TERM": "dumb",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+}
+
+
+def default_root() -> str:
+    return os.path.join(tempfile.gettempdir(), "agentops-sandboxes")
+
+
+def _ensure_base(base: str) -> None:
+    os.makedirs(os.path.join(base, "uids"), exist_ok=True)
+    os.chmod(base, 0o711)  # sandbox uids must traverse it to bind their workspace; nobody may list it
+    os.chmod(os.path.join(base, "uids"), 0o700)
+
+
+_probe_lock = threading.Lock()
+_probe_result: dict[str, str | None] = {}
+
+
+def unavailable_reason() -> str | None:
+    """None when bubblewrap works here, else why not (cached per process once it worked)."""
+    with _probe_lock:
+        if _probe_result.get("ok", "x") is None:
+            return None
+        bwrap = shutil.which("bwrap")
+        if not bwrap:
+            return "bwrap not found on PATH (install with scripts/ensure-bwrap or apt-get install bubblewrap)"
+        args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
+        args += _root_links() + ["--proc", "/proc", "--dev", "/dev", "--", "/bin/true"]
+        kwargs: dict = {}
+        if os.geteuid() == 0:
+            kwargs = {"user": UID_BASE + UID_SPAN - 1, "group": UID_BASE + UID_SPAN - 1, "extra_groups": []}
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=20, **kwargs)
+        except (OSError, subprocess.SubprocessError) as e:
+            return f"bwrap failed to start: {e}"
+        if proc.returncode != 0:
+            return f"bwrap cannot create namespaces here (exit {proc.returncode}): {proc.stderr.strip()}"
+        _probe_result["ok"] = None
+        return None
+
+
+_ETC_FILES = {
+    "passwd": f"root:x:0:0:root:/root:/bin/sh\nagent:x:{INNER_UID}:{INNER_UID}:agent:/home/agent:/bin/sh\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "group": f"root:x:0:\nagent:x:{INNER_UID}:\nnogroup:x:65534:\n",
+    "hosts": "127.0.0.1 localhost sandbox\n::1 localhost\n",
+}
+
+
+def _shared_etc(base: str) -> str:
+    """The sandbox's /etc: copies of a small subset of the host's, shared read-only by all sandboxes.
+
+    One bind instead of a dozen keeps bwrap start-up short. Keyed by the sources' mtimes, so an apt upgrade
+    of the host (new ld.so.cache, certificates) yields a fresh copy.
+    """
+    key = zlib.crc32(repr([(n, _mtime(f"/etc/{n}")) for n in ETC_SUBSET]).encode() + repr(_ETC_FILES).encode())
+    path = os.path.join(base, f"etc-{key:08x}")
+    if os.path.isdir(path):
+        return path
+    tmp = tempfile.mkdtemp(prefix="etc-tmp-", dir=base)
+    for name in ETC_SUBSET:
+        src = f"/etc/{name}"
+        if os.path.isdir(src) and not os.path.islink(src):
+            shutil.copytree(src, os.path.join(tmp, name), symlinks=True, ignore_dangling_symlinks=True,
+                            ignore=shutil.ignore_patterns("private"))
+        elif os.path.lexists(src):
+            shutil.copy2(src, os.path.join(tmp, name), follow_symlinks=False)
+    for name, text in _ETC_FILES.items():
+        with open(os.path.join(tmp, name), "w") as f:
+            f.write(text)
+    os.chmod(tmp, 0o755)
+    try:
+        os.rename(tmp, path)
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _root_links() -> list[str]:
+    args: list[str] = []
+    for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    return args
+
+
+def _alloc_uid(base: str, run_id: str) -> int:
+    start = zlib.crc32(run_id.encode()) % (UID_SPAN - 1)
+    for i in range(UID_SPAN - 1):
+        uid = UID_BASE + (start + i) % (UID_SPAN - 1)
+        try:
+            fd = os.open(os.path.join(base, "uids", str(uid)), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return uid
+    raise SandboxError("no free sandbox uid")
+
+
+def _release_uid(base: str, uid: int) -> None:
+    try:
+        os.unlink(os.path.join(base, "uids", str(uid)))
+    except FileNotFoundError:
+        pass
+
+
+def _count_procs_of(uid: int) -> int:
+    n = 0
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if os.stat(f"/proc/{p}").st_uid == uid:
+                    n += 1
+            except OSError:
+                pass
+    return n
+
+
+def _chown_tree(path: str, uid: int) -> None:
+    os.lchown(path, uid, uid)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, uid)
+
+
+class BwrapSandbox(Sandbox):
+    backend = BACKEND
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        repo: str,
+        ref: str = "HEAD",
+        limits: SandboxLimits | None = None,
+        root_dir: str | None = None,
+        ro_binds: tuple[str, ...] = (),
+    ) -> None:
+        reason = unavailable_reason()
+        if reason:
+            raise SandboxError(reason)
+        self.run_id = run_id
+        self.workdir = WORKDIR
+        self.limits = limits or SandboxLimits()
+        self.ro_binds = tuple(ro_binds)
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen] = set()
+        self._destroyed = False
+        self.base = root_dir or default_root()
+        _ensure_base(self.base)
+        self.privileged = os.geteuid() == 0
+        self.root = tempfile.mkdtemp(prefix=safe_name(run_id) + "-", dir=self.base)
+        try:
+            os.chmod(self.root, 0o711)
+            self.uid = _alloc_uid(self.base, run_id) if self.privileged else os.getuid()
+            self.gid = self.uid if self.privileged else os.getgid()
+            self.workspace = os.path.join(self.root, "workspace")
+            self.home = os.path.join(self.root, "home")
+            self.rundir = os.path.join(self.root, "run")
+            os.mkdir(self.rundir, 0o700)
+            os.mkdir(self.home, 0o755)
+            self._write_meta()
+            self.etc = _shared_etc(self.base)
+            self.base_commit = prepare_clone(repo, ref, self.workspace)
+            if self.privileged:
+                _chown_tree(self.workspace, self.uid)
+                os.chown(self.home, self.uid, self.gid)
+        except BaseException:
+            self.destroy()
+            raise
+
+    # -- setup ---------------------------------------------------------------------------------------
+
+    def _write_meta(self) -> None:
+        meta = {"run_id": self.run_id, "uid": self.uid, "privileged": self.privileged,
+                "created": time.time(), "owner_pid": os.getpid()}
+        with open(os.path.join(self.root, "meta.json"), "w") as f:
+            json.dump(meta, f)
+
+    def _bwrap_args(self, argv: list[str]) -> list[str]:
+        args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox",
+                "--uid", str(INNER_UID), "--gid", str(INNER_UID),
+                "--ro-bind", "/usr", "/usr"]
+        args += _root_links()
+        args += ["--ro-bind", self.etc, "/etc"]
+        for path in self.ro_binds:
+            args += ["--ro-bind", path, path]
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+                 "--bind", self.workspace, WORKDIR, "--bind", self.home, "/home/agent",
+                 "--chdir", WORKDIR, "--clearenv"]
+        for k, v in SANDBOX_ENV.items():
+            args += ["--setenv", k, v]
+        return args + ["--", *argv]
+
+    def _preexec(self) -> Callable[[], None]:
+        mem = self.limits.memory_mb * 1024 * 1024
+        if self.privileged:
+            nproc = self.limits.pids
+        else:
+            nproc = _count_procs_of(os.getuid()) + self.limits.pids
+
+        def setup() -> None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            os.nice(10)
+
+        return setup
+
+    # -- exec ----------------------------------------------------------------------------------------
+
+    def exec(
+        self,
+        command: str | list[str],
+        *,
+        timeout: float | None = None,
+        on_output: Callable[[str], None] | None = None,
+        cancel_check: Callable[[], bool] | None = None,
+    ) -> ExecResult:
+        if self._destroyed:
+            raise SandboxError("sandbox destroyed")
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        if not argv:
+            raise ValueError("empty command")
+        timeout = self.limits.command_timeout_s if timeout is None else timeout
+        out = OutputBuffer(self.limits.max_output_bytes, on_output)
+        started = time.monotonic()
+        started_wall = time.time()
+        kwargs: dict = {}
+        if self.privileged:
+            kwargs = {"user": self.uid, "group": self.gid, "extra_groups": []}
+        try:
+            proc = subprocess.Popen(
+                self._bwrap_args(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                env={"PATH": "/usr/bin:/bin"}, preexec_fn=self._preexec(), **kwargs,
+            )
+        except OSError as e:
+            raise SandboxError(f"bwrap failed to start: {e}") from e
+        pidfile = os.path.join(self.rundir, f"exec-{proc.pid}")
+        with self._lock:
+            self._procs.add(proc)
+        try:
+            try:
+                with open(pidfile, "w") as f:
+                    f.write(str(proc.pid))
+            except OSError as e:  # destroyed meanwhile: an unrecorded command must not run on
+                _killpg(proc.pid)
+                proc.wait()
+                raise SandboxError(f"sandbox {self.run_id} is gone: {e}") from e
+
+            def kill() -> None:
+                _killpg(proc.pid)
+
+            def cancelled_elsewhere(slack: float = 0.005) -> bool:
+                try:
+                    return os.stat(os.path.join(self.rundir, "cancelled")).st_mtime >= started_wall - slack
+                except OSError:
+                    return False
+
+            if cancelled_elsewhere(slack=-0.001):  # a kill_run_sandboxes() landed between spawn and pidfile
+                kill()
+            timed_out, cancelled = pump_process(
+                proc, out, deadline=started + timeout, cancel_check=cancel_check, kill=kill,
+                cancelled_elsewhere=cancelled_elsewhere,
+            )
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+            try:
+                os.unlink(pidfile)
+            except OSError:
+                pass
+            if proc.stdout:
+                proc.stdout.close()
+        rc = proc.returncode
+        if timed_out or cancelled:
+            exit_code = None
+        elif rc is not None and rc < 0:
+            exit_code = 128 - rc  # killed by a signal (e.g. SIGKILL -> 137), as a shell reports it
+        else:
+            exit_code = rc
+        if self._destroyed and rc == -signal.SIGKILL:
+            cancelled, exit_code = True, None
+        return ExecResult(exit_code=exit_code, output=out.text(), truncated=out.truncated,
+                          timed_out=timed_out, cancelled=cancelled,
+                          duration_s=time.monotonic() - started, backend=BACKEND)
+
+    def cancel(self) -> None:
+        kill_sandbox_root(self.root, mark=True)
+
+    # -- files (host side, symlink-safe) ------------------------------------------------------------
+
+    def read_file(self, path: str) -> str:
+        rel = check_relative_path(path)
+        data = self._fileop(fileops.read_bytes, self.workspace, rel, self.limits.max_file_bytes)
+        return data.decode("utf-8", errors="replace")
+
+    def write_file(self, path: str, content: str) -> None:
+        rel = check_relative_path(path)
+        data = content.encode("utf-8")
+        owner = (self.uid, self.gid) if self.privileged else None
+        self._fileop(fileops.write_bytes, self.workspace, rel, data, self.limits.max_file_bytes, owner)
+
+    def list_files(self, path: str = ".") -> list[str]:
+        rel = check_relative_path(path, allow_root=True)
+        return self._fileop(fileops.list_files, self.workspace, rel)
+
+    def _fileop(self, fn, *args):  # type: ignore[no-untyped-def]
+        if self._destroyed:
+            raise SandboxError("sandbox destroyed")
+        try:
+            return fn(*args)
+        except fileops.Rejected as e:
+            raise PathRejected(str(e)) from None
+        except fileops.TooLarge as e:
+            raise FileTooLarge(str(e)) from None
+
+    # -- teardown ------------------------------------------------------------------------------------
+
+    def destroy(self) -> None:
+        with self._lock:
+            if self._destroyed:
+                return
+            self._destroyed = True
+        if os.path.isdir(getattr(self, "root", "")):
+            destroy_sandbox_root(self.root)
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _pid_belongs_to(pid: int, root: str) -> bool:
+    """Guard against pid reuse: the process must be a bwrap whose command line names this sandbox root."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmdline) and os.path.basename(cmdline[0]) == b"bwrap" and any(
+        a.startswith(root.encode() + b"/") for a in cmdline
+    )
+
+
+def kill_sandbox_root(root: str, *, mark: bool = True) -> int:
+    """Kill every command running in the sandbox whose host directory is ``root``. Returns how many."""
+    rundir = os.path.join(root, "run")
+    if mark:
+        try:
+            with open(os.path.join(rundir, "cancelled"), "w") as f:
+                f.write(str(time.time()))
+        except OSError:
+            pass
+    n = 0
+    try:
+        names = os.listdir(rundir)
+    except OSError:
+        return 0
+    for name in names:
+        if not name.startswith("exec-"):
+            continue
+        try:
+            pid = int(name[5:])
+        except ValueError:
+            continue
+        if _pid_belongs_to(pid, root):
+            _killpg(pid)
+            n += 1
+    meta = read_meta(root)
+    if meta and meta.get("privileged") and os.geteuid() == 0:
+        _kill_all_of_uid(int(meta["uid"]))
+    return n
+
+
+def _kill_all_of_uid(uid: int) -> None:
+    """kill(-1) as the sandbox's own uid: every process of that uid (the uid is the sandbox's alone)."""
+    if uid < UID_BASE or uid >= UID_BASE + UID_SPAN:
+        return
+    try:
+        subprocess.run(["/bin/kill", "-KILL", "-1"], user=uid, group=uid, extra_groups=[],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        pass
+
+
+def read_meta(root: str) -> dict | None:
+    try:
+        with open(os.path.join(root, "meta.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def destroy_sandbox_root(root: str) -> None:
+    meta = read_meta(root)
+    kill_sandbox_root(root, mark=True)
+    shutil.rmtree(root, ignore_errors=True)
+    if os.path.isdir(root):  # something still writing: kill again and retry once
+        time.sleep(0.1)
+        kill_sandbox_root(root, mark=False)
+        shutil.rmtree(root, ignore_errors=True)
+    if meta and meta.get("privileged") and "uid" in meta:
+        _release_uid(os.path.dirname(root), int(meta["uid"]))
+
+
+def iter_roots(base: str | None = None) -> list[tuple[str, dict]]:
+    base = base or default_root()
+    out = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return out
+    for name in names:
+        root = os.path.join(base, name)
+        if name == "uids" or name.startswith("etc-") or not os.path.isdir(root):
+            continue
+        meta = read_meta(root)
+        if meta is not None:
+            out.append((root, meta))
+    return out
+
+
+def kill_run(run_id: str, base: str | None = None) -> int:
+    return sum(kill_sandbox_root(root) for root, meta in iter_roots(base) if meta.get("run_id") == run_id)

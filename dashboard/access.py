@@ -1,0 +1,69 @@
+"""Who may see and do what. Every view goes through one of these; a template hiding a button is
+never the check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+
+ROLE_GROUPS = ("viewer", "approver", "admin")
+
+# What each action needs (a Django permission); the roles migration grants them to the groups.
+DECIDE = "approvals.decide_approval"
+KILL_SWITCH = "guardrails.operate_killswitch"
+DRILL = "guardrails.run_drill"
+CONFIGURE = "agents.change_agent"
+CHANGE_POLICY = "agents.change_policy"
+ADD_GRANT = "agents.add_toolgrant"
+CHANGE_GRANT = "agents.change_toolgrant"
+DELETE_GRANT = "agents.delete_toolgrant"
+ADD_TRIGGER = "agents.add_trigger"
+CHANGE_TRIGGER = "agents.change_trigger"
+
+
+def is_member(user: AbstractBaseUser | AnonymousUser) -> bool:
+    """A viewer at least: signed in, active, and in a role group (or staff)."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_staff or user.is_superuser:
+        return True
+    cached = getattr(user, "_agentops_member", None)
+    if cached is None:
+        cached = user.groups.filter(name__in=ROLE_GROUPS).exists()
+        user._agentops_member = cached
+    return cached
+
+
+def require_perm(user: AbstractBaseUser, perm: str) -> None:
+    if not is_member(user) or not user.has_perm(perm):
+        raise PermissionDenied(f"this needs the permission {perm}")
+
+
+def member_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Signed in (else redirect to sign-in) and in a role (else 403)."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not is_member(request.user):
+            raise PermissionDenied("you are signed in but have no role here")
+        return view(request, *args, **kwargs)
+
+    return login_required(wrapper)
+
+
+def roles_of(user: AbstractBaseUser | AnonymousUser) -> dict[str, bool]:
+    """For templates: which buttons to offer (the views check again)."""
+    member = is_member(user)
+    return {
+        "member": member,
+        "can_decide": member and user.has_perm(DECIDE),
+        "can_kill": member and user.has_perm(KILL_SWITCH),
+        "can_drill": member and user.has_perm(DRILL),
+        "can_configure": member and user.has_perm(CONFIGURE),
+    }

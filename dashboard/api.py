@@ -1,0 +1,253 @@
+"""The JSON API for chat bots and scripts: `Authorization: Bearer <token>`; the token acts as its
+user, so the same role checks and the same domain functions apply as in the browser."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.views.decorators.csrf import csrf_exempt
+
+from agentops.approvals.models import Approval, ApprovalStatus
+from agentops.runs.models import Run, RunStatus
+from dashboard import access, timeline
+from dashboard.openapi import SCHEMA
+from dashboard.services import api_token_user
+
+MAX_LIMIT = 500
+
+
+def _error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def api_view(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[..., JsonResponse]]:
+    """Token auth (no cookies, hence no CSRF), role membership, allowed methods, JSON errors."""
+
+    def decorate(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+            header = request.headers.get("Authorization", "")
+            scheme, _, raw = header.partition(" ")
+            user = api_token_user(raw.strip()) if scheme.lower() == "bearer" and raw.strip() else None
+            if user is None:
+                response = _error(401, "a valid bearer token is required")
+                response["WWW-Authenticate"] = 'Bearer realm="agentops"'
+                return response
+            if not access.is_member(user):
+                return _error(403, "this token's user has no role")
+            if request.method not in methods:
+                return _error(405, f"use {' or '.join(methods)}")
+            request.user = user
+            try:
+                return view(request, *args, **kwargs)
+            except ApiError as exc:
+                return _error(exc.status, str(exc))
+            except access.PermissionDenied as exc:
+                return _error(403, str(exc) or "forbidden")
+
+        return wrapper
+
+    return decorate
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    if not request.body:
+        return {}
+    try:
+        data = json.loads(request.body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return data
+
+
+def _int_param(request: HttpRequest, name: str, default: int | None, *, maximum: int | None = None) -> int | None:
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer") from None
+    if value < 0:
+        raise ApiError(400, f"{name} must be >= 0")
+    return min(value, maximum) if maximum else value
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.pk,
+        "agent": run.agent.slug,
+        "status": run.status,
+        "status_reason": run.status_reason,
+        "trigger_kind": run.trigger_kind,
+        "input": run.input,
+        "model": run.model,
+        "created_at": run.created_at.isoformat(),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "tokens": run.total_tokens,
+        "cost_usd": str(run.cost_usd),
+        "tool_calls": run.tool_calls,
+        "iterations": run.iterations,
+        "steps": run.next_seq - 1,
+        "result": run.result,
+        "url": f"/runs/{run.pk}/",
+    }
+
+
+def step_json(step: Any) -> dict[str, Any]:
+    return {
+        "seq": step.seq,
+        "kind": step.kind,
+        "payload": step.payload,
+        "model_id": step.model_id,
+        "input_tokens": step.input_tokens,
+        "output_tokens": step.output_tokens,
+        "cost_usd": str(step.cost_usd),
+        "latency_ms": step.latency_ms,
+        "created_at": step.created_at.isoformat(),
+    }
+
+
+def approval_json(approval: Approval) -> dict[str, Any]:
+    return {
+        "id": approval.pk,
+        "run_id": approval.run_id,
+        "tool": approval.tool,
+        "arguments": approval.arguments,
+        "risk_class": approval.risk_class,
+        "reason": approval.reason,
+        "why_needed": approval.why_needed,
+        "status": approval.status,
+        "requested_at": approval.requested_at.isoformat(),
+        "expires_at": approval.expires_at.isoformat(),
+        "decided_at": approval.decided_at.isoformat() if approval.decided_at else None,
+        "decided_by": approval.decided_by_label or None,
+        "comment": approval.comment,
+    }
+
+
+def openapi(request: HttpRequest) -> JsonResponse:
+    # The schema describes the API and holds no data, so tools may fetch it without a token.
+    return JsonResponse(SCHEMA)
+
+
+@api_view("GET")
+def runs(request: HttpRequest) -> JsonResponse:
+    qs = Run.objects.select_related("agent").order_by("-id")
+    status = request.GET.get("status")
+    if status:
+        if status not in RunStatus.values:
+            raise ApiError(400, f"status must be one of {', '.join(RunStatus.values)}")
+        qs = qs.filter(status=status)
+    if request.GET.get("agent"):
+        qs = qs.filter(agent__slug=request.GET["agent"])
+    before_id = _int_param(request, "before_id", None)
+    if before_id is not None:
+        qs = qs.filter(pk__lt=before_id)
+    limit = _int_param(request, "limit", 50, maximum=MAX_LIMIT) or 50
+    items = list(qs[:limit])
+    return JsonResponse({"runs": [run_json(r) for r in items], "next_before_id": items[-1].pk if len(items) == limit else None})
+
+
+@api_view("GET")
+def run(request: HttpRequest, run_id: int) -> JsonResponse:
+    return JsonResponse(run_json(get_object_or_404(Run.objects.select_related("agent"), pk=run_id)))
+
+
+@api_view("GET")
+def run_steps(request: HttpRequest, run_id: int) -> JsonResponse:
+    get_object_or_404(Run.objects.only("pk"), pk=run_id)
+    after = _int_param(request, "after", 0)
+    limit = _int_param(request, "limit", 200, maximum=MAX_LIMIT) or 200
+    steps = timeline.steps_window(run_id, after=after, limit=limit)
+    return JsonResponse({"steps": [step_json(s) for s in steps], "next_after": steps[-1].seq if len(steps) == limit else None})
+
+
+@api_view("POST")
+def run_cancel(request: HttpRequest, run_id: int) -> JsonResponse:
+    from agentops.runs.services import run_cancel as cancel
+
+    access.require_perm(request.user, access.DECIDE)
+    target = get_object_or_404(Run.objects.select_related("agent"), pk=run_id)
+    data = _body(request)
+    if target.is_active:
+        cancel(run=target, actor=request.user, reason=str(data.get("reason", "")))
+        target.refresh_from_db()
+    return JsonResponse(run_json(target))
+
+
+@api_view("GET")
+def approvals(request: HttpRequest) -> JsonResponse:
+    status = request.GET.get("status", ApprovalStatus.PENDING)
+    if status not in ApprovalStatus.values:
+        raise ApiError(400, f"status must be one of {', '.join(ApprovalStatus.values)}")
+    limit = _int_param(request, "limit", 100, maximum=MAX_LIMIT) or 100
+    items = Approval.objects.filter(status=status).order_by("expires_at" if status == "pending" else "-decided_at")[:limit]
+    return JsonResponse({"approvals": [approval_json(a) for a in items]})
+
+
+@api_view("POST")
+def approval_decide(request: HttpRequest, approval_id: int) -> JsonResponse:
+    from agentops.approvals import services
+
+    access.require_perm(request.user, access.DECIDE)
+    approval = get_object_or_404(Approval, pk=approval_id)
+    data = _body(request)
+    if not isinstance(data.get("approve"), bool):
+        raise ApiError(400, '"approve" must be true or false')
+    try:
+        decided = services.approval_decide(approval=approval, actor=request.user, approve=data["approve"], comment=str(data.get("comment") or ""))
+    except services.NotAllowed as exc:
+        raise ApiError(403, str(exc)) from None
+    except services.CommentRequired as exc:
+        raise ApiError(400, str(exc)) from None
+    except services.AlreadyDecided as exc:
+        raise ApiError(409, str(exc)) from None
+    return JsonResponse(approval_json(decided))
+
+
+def _kill_switch_json(state: Any) -> dict[str, Any]:
+    return {
+        "engaged": state.engaged,
+        "engaged_at": state.engaged_at.isoformat() if state.engaged_at else None,
+        "engaged_by": state.engaged_by_label or None,
+        "reason": state.reason,
+        "released_at": state.released_at.isoformat() if state.released_at else None,
+        "released_by": state.released_by_label or None,
+        "release_reason": state.release_reason,
+    }
+
+
+@api_view("GET", "POST")
+def kill_switch(request: HttpRequest) -> JsonResponse:
+    from agentops.guardrails import killswitch
+
+    if request.method == "GET":
+        return JsonResponse(_kill_switch_json(killswitch.control_state()))
+    access.require_perm(request.user, access.KILL_SWITCH)
+    data = _body(request)
+    if not isinstance(data.get("engaged"), bool):
+        raise ApiError(400, '"engaged" must be true or false')
+    try:
+        if data["engaged"]:
+            state = killswitch.kill_switch_engage(actor=request.user, reason=str(data.get("reason") or ""))
+        else:
+            state = killswitch.kill_switch_release(actor=request.user, reason=str(data.get("reason") or ""))
+    except killswitch.ReasonRequired as exc:
+        raise ApiError(400, str(exc)) from None
+    return JsonResponse(_kill_switch_json(state))

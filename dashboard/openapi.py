@@ -1,0 +1,178 @@
+"""The OpenAPI 3.1 description of /api/v1, written by hand next to the views it describes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "400": _json(_ref("Error"), "Bad request"),
+    "401": _json(_ref("Error"), "Missing or invalid token"),
+    "403": _json(_ref("Error"), "The token's user lacks the role"),
+    "404": {"description": "Not found"},
+}
+
+
+def _id(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+SCHEMA: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "agentops API",
+        "version": "1",
+        "description": "Runs, steps, approvals and the kill switch. Authenticate with `Authorization: Bearer <token>` "
+        "(create tokens on the dashboard's API tokens page). A token acts as its user: approvers may decide "
+        "approvals and stop runs, admins may operate the kill switch.",
+    },
+    "servers": [{"url": "/api/v1"}],
+    "security": [{"bearer": []}],
+    "paths": {
+        "/runs/": {
+            "get": {
+                "summary": "List runs, newest first",
+                "parameters": [
+                    _query("status", {"type": "string", "enum": ["queued", "running", "waiting_approval", "succeeded", "failed", "budget_exceeded", "killed", "rejected"]}, "only runs in this status"),
+                    _query("agent", {"type": "string"}, "agent slug"),
+                    _query("before_id", {"type": "integer"}, "page: runs with a smaller id (use next_before_id)"),
+                    _query("limit", {"type": "integer", "maximum": 500, "default": 50}, "page size"),
+                ],
+                "responses": {"200": _json({"type": "object", "properties": {"runs": {"type": "array", "items": _ref("Run")}, "next_before_id": {"type": ["integer", "null"]}}}), **_ERRORS},
+            }
+        },
+        "/runs/{run_id}/": {"get": {"summary": "One run", "parameters": [_id("run_id")], "responses": {"200": _json(_ref("Run")), **_ERRORS}}},
+        "/runs/{run_id}/steps/": {
+            "get": {
+                "summary": "A run's steps in seq order, after a seq",
+                "parameters": [
+                    _id("run_id"),
+                    _query("after", {"type": "integer", "default": 0}, "only steps with a larger seq (use next_after)"),
+                    _query("limit", {"type": "integer", "maximum": 500, "default": 200}, "page size"),
+                ],
+                "responses": {"200": _json({"type": "object", "properties": {"steps": {"type": "array", "items": _ref("Step")}, "next_after": {"type": ["integer", "null"]}}}), **_ERRORS},
+            }
+        },
+        "/runs/{run_id}/cancel/": {
+            "post": {
+                "summary": "Stop a run (approver)",
+                "parameters": [_id("run_id")],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"reason": {"type": "string"}}}}}},
+                "responses": {"200": _json(_ref("Run")), **_ERRORS},
+            }
+        },
+        "/approvals/": {
+            "get": {
+                "summary": "List approvals (pending by default, soonest expiry first)",
+                "parameters": [_query("status", {"type": "string", "enum": ["pending", "approved", "rejected", "expired"], "default": "pending"}, "status"), _query("limit", {"type": "integer", "maximum": 500, "default": 100}, "page size")],
+                "responses": {"200": _json({"type": "object", "properties": {"approvals": {"type": "array", "items": _ref("Approval")}}}), **_ERRORS},
+            }
+        },
+        "/approvals/{approval_id}/decide/": {
+            "post": {
+                "summary": "Approve or reject (approver); exactly one decision wins",
+                "parameters": [_id("approval_id")],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object", "required": ["approve"], "properties": {"approve": {"type": "boolean"}, "comment": {"type": "string", "description": "required to reject"}}}}},
+                },
+                "responses": {"200": _json(_ref("Approval")), "409": _json(_ref("Error"), "Already decided or expired"), **_ERRORS},
+            }
+        },
+        "/kill-switch/": {
+            "get": {"summary": "The kill switch state", "responses": {"200": _json(_ref("KillSwitch")), **_ERRORS}},
+            "post": {
+                "summary": "Engage or release the kill switch (admin); a reason is required",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object", "required": ["engaged", "reason"], "properties": {"engaged": {"type": "boolean"}, "reason": {"type": "string", "minLength": 1}}}}},
+                },
+                "responses": {"200": _json(_ref("KillSwitch")), **_ERRORS},
+            },
+        },
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+            "Run": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "agent": {"type": "string"},
+                    "status": {"type": "string"},
+                    "status_reason": {"type": "string"},
+                    "trigger_kind": {"type": "string"},
+                    "input": {"type": "string"},
+                    "model": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "started_at": {"type": ["string", "null"], "format": "date-time"},
+                    "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                    "tokens": {"type": "integer"},
+                    "cost_usd": {"type": "string", "description": "decimal"},
+                    "tool_calls": {"type": "integer"},
+                    "iterations": {"type": "integer"},
+                    "steps": {"type": "integer"},
+                    "result": {"type": "object"},
+                    "url": {"type": "string"},
+                },
+            },
+            "Step": {
+                "type": "object",
+                "properties": {
+                    "seq": {"type": "integer"},
+                    "kind": {"type": "string"},
+                    "payload": {"type": "object"},
+                    "model_id": {"type": "string"},
+                    "input_tokens": {"type": "integer"},
+                    "output_tokens": {"type": "integer"},
+                    "cost_usd": {"type": "string"},
+                    "latency_ms": {"type": "integer"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "Approval": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "run_id": {"type": "integer"},
+                    "tool": {"type": "string"},
+                    "arguments": {"type": "object"},
+                    "risk_class": {"type": "string", "enum": ["read", "write", "irreversible"]},
+                    "reason": {"type": "string"},
+                    "why_needed": {"type": "string"},
+                    "status": {"type": "string", "enum": ["pending", "approved", "rejected", "expired"]},
+                    "requested_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {"type": "string", "format": "date-time"},
+                    "decided_at": {"type": ["string", "null"], "format": "date-time"},
+                    "decided_by": {"type": ["string", "null"]},
+                    "comment": {"type": "string"},
+                },
+            },
+            "KillSwitch": {
+                "type": "object",
+                "properties": {
+                    "engaged": {"type": "boolean"},
+                    "engaged_at": {"type": ["string", "null"], "format": "date-time"},
+                    "engaged_by": {"type": ["string", "null"]},
+                    "reason": {"type": "string"},
+                    "released_at": {"type": ["string", "null"], "format": "date-time"},
+                    "released_by": {"type": ["string", "null"]},
+                    "release_reason": {"type": "string"},
+                },
+            },
+        },
+    },
+}

@@ -1,0 +1,675 @@
+"""Pages and actions. Thin: check the role, fetch, call one domain function, redirect."""
+
+from __future__ import annotations
+
+import importlib
+from collections import defaultdict
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncDate
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from agentops.agents.models import Agent, ToolGrant, Trigger
+from agentops.approvals.models import Approval, ApprovalStatus
+from agentops.audit.models import AuditEvent
+from agentops.guardrails.models import DailyUsage, Drill
+from agentops.runs.models import ACTIVE_STATUSES, Run, Step
+from dashboard import access, forms, services, timeline
+from dashboard.access import member_required, require_perm
+from dashboard.maturity import TIER_CSS, last_passed_drill_at, maturity_tier
+
+
+def _safe_next(request: HttpRequest, default: str) -> str:
+    from django.utils.http import url_has_allowed_host_and_scheme
+
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return target
+    return default
+
+
+def _lazy(module_names: tuple[str, ...], name: str) -> Any:
+    """A domain function another part of the project may not have written yet."""
+    for module_name in module_names:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, name):
+            return getattr(module, name)
+    return None
+
+
+def drill_run_function() -> Any:
+    return _lazy(("agentops.guardrails.drills",), "drill_run")
+
+
+def pr_merge_function() -> Any:
+    return _lazy(("agentops.forges.services", "agentops.forges.local", "agentops.forges"), "pull_request_merge")
+
+
+# --- overview --------------------------------------------------------------------------------
+
+
+def _agents_with_tiers() -> list[dict[str, Any]]:
+    agents = list(Agent.objects.select_related("policy").prefetch_related("grants"))
+    drill_at = last_passed_drill_at()
+    today = timezone.now().date()
+    usage: dict[tuple[int, str], Decimal] = {
+        (row.agent_id, row.key): row.value for row in DailyUsage.objects.filter(day=today, key__in=["runs", "cost_usd"])
+    }
+    rows = []
+    for agent in agents:
+        policy = timeline.policy_of(agent)
+        tier, reasons = maturity_tier(agent, policy=policy, grants=list(agent.grants.all()), drill_passed_at=drill_at)
+        cost = usage.get((agent.pk, "cost_usd"), Decimal("0"))
+        runs = usage.get((agent.pk, "runs"), Decimal("0"))
+        cost_cap = policy.daily_max_cost_usd if policy else None
+        runs_cap = policy.daily_max_runs if policy else None
+        rows.append(
+            {
+                "agent": agent,
+                "tier": tier,
+                "tier_css": TIER_CSS[tier],
+                "reasons": reasons,
+                "cost": cost,
+                "cost_cap": cost_cap,
+                "cost_pct": min(100, float(cost / cost_cap * 100)) if cost_cap else None,
+                "runs": int(runs),
+                "runs_cap": runs_cap,
+                "runs_pct": min(100, float(runs / runs_cap * 100)) if runs_cap else None,
+            }
+        )
+    return rows
+
+
+@member_required
+@require_GET
+def overview(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    context = {
+        "active_runs": list(Run.objects.filter(status__in=ACTIVE_STATUSES).select_related("agent")[:50]),
+        "pending": list(Approval.objects.filter(status=ApprovalStatus.PENDING).select_related("run__agent").order_by("expires_at")[:50]),
+        "agents": (agents := _agents_with_tiers()),
+        "today_total": sum((row["cost"] for row in agents), Decimal("0")),
+        "recent_runs": list(Run.objects.exclude(status__in=ACTIVE_STATUSES).select_related("agent")[:10]),
+        "now": now,
+    }
+    template = "dashboard/overview.html#live" if request.htmx else "dashboard/overview.html"
+    return render(request, template, context)
+
+
+# --- kill switch and drills ------------------------------------------------------------------
+
+
+@member_required
+@require_GET
+def killswitch_panel(request: HttpRequest) -> HttpResponse:
+    """The banner and the button, re-fetched by every page when the switch changes."""
+    return render(request, "dashboard/_killswitch.html")
+
+
+@member_required
+@require_POST
+def killswitch_engage(request: HttpRequest) -> HttpResponse:
+    from agentops.guardrails.killswitch import ReasonRequired, kill_switch_engage
+
+    require_perm(request.user, access.KILL_SWITCH)
+    try:
+        kill_switch_engage(actor=request.user, reason=request.POST.get("reason", ""))
+    except ReasonRequired as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.warning(request, "Kill switch engaged: every agent is stopping.")
+    return redirect(_safe_next(request, reverse("dashboard:overview")))
+
+
+@member_required
+@require_POST
+def killswitch_release(request: HttpRequest) -> HttpResponse:
+    from agentops.guardrails.killswitch import ReasonRequired, kill_switch_release
+
+    require_perm(request.user, access.KILL_SWITCH)
+    try:
+        kill_switch_release(actor=request.user, reason=request.POST.get("reason", ""))
+    except ReasonRequired as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Kill switch released: agents may run again.")
+    return redirect(_safe_next(request, reverse("dashboard:overview")))
+
+
+@member_required
+@require_GET
+def drills(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "dashboard/drills.html",
+        {"drills": Drill.objects.select_related("started_by")[:50], "drills_available": drill_run_function() is not None},
+    )
+
+
+@member_required
+@require_POST
+def drill_start(request: HttpRequest) -> HttpResponse:
+    require_perm(request.user, access.DRILL)
+    drill_run = drill_run_function()
+    if drill_run is None:
+        messages.error(request, "Drills are not available in this build (agentops.guardrails.drills.drill_run is missing).")
+        return redirect("dashboard:drills")
+    try:
+        synthetic = max(1, min(20, int(request.POST.get("synthetic_runs") or 5)))
+    except ValueError:
+        synthetic = 5
+    refused = getattr(importlib.import_module(drill_run.__module__), "DrillRefused", ())
+    try:
+        drill = drill_run(actor=request.user, synthetic_runs=synthetic)
+    except refused as exc:
+        messages.error(request, f"Drill refused: {exc}")
+        return redirect("dashboard:drills")
+    if drill.status == "passed":
+        messages.success(request, f"Drill {drill.pk} passed: halted in {drill.time_to_halt_ms} ms.")
+    else:
+        messages.error(request, f"Drill {drill.pk} {drill.status}: see its details.")
+    return redirect("dashboard:drills")
+
+
+# --- agents ----------------------------------------------------------------------------------
+
+
+@member_required
+@require_GET
+def agent_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/agent_list.html", {"agents": _agents_with_tiers()})
+
+
+def _agent(slug: str) -> Agent:
+    return get_object_or_404(Agent.objects.select_related("policy", "paused_by"), slug=slug)
+
+
+@member_required
+@require_GET
+def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    agent = _agent(slug)
+    grants = list(agent.grants.all())
+    policy = timeline.policy_of(agent)
+    tier, reasons = maturity_tier(agent, policy=policy, grants=grants)
+    from agentops.tools.registry import get_tool
+
+    grant_rows = [
+        {"grant": g, "risk": (get_tool(g.tool).risk_class if get_tool(g.tool) else "unknown"), "errors": services.grant_scope_errors(g.tool, g.scope)}
+        for g in grants
+    ]
+    return render(
+        request,
+        "dashboard/agent_detail.html",
+        {
+            "agent": agent,
+            "policy": policy,
+            "grants": grant_rows,
+            "triggers": list(agent.triggers.all()),
+            "tier": tier,
+            "tier_css": TIER_CSS[tier],
+            "reasons": reasons,
+            "history": services.budget_history(agent),
+            "runs": list(agent.runs.all()[:10]),
+        },
+    )
+
+
+def _render_edit(request: HttpRequest, agent: Agent, *, status: int = 200, **bound: Any) -> HttpResponse:
+    from agentops.agents.models import Policy
+
+    policy = timeline.policy_of(agent) or Policy(agent=agent)
+    grant_forms = []
+    for grant in agent.grants.all():
+        form = bound.get(f"grant_{grant.pk}") or forms.GrantForm(prefix=f"g{grant.pk}", initial={"tool": grant.tool, "scope": grant.scope, "approval": grant.approval})
+        grant_forms.append((grant, form))
+    trigger_forms = []
+    for trigger in agent.triggers.all():
+        form = bound.get(f"trigger_{trigger.pk}") or forms.TriggerForm(prefix=f"t{trigger.pk}", instance=trigger)
+        trigger_forms.append((trigger, form))
+    context = {
+        "agent": agent,
+        "agent_form": bound.get("agent_form") or forms.AgentForm(instance=agent),
+        "policy_form": bound.get("policy_form") or forms.PolicyForm(instance=policy),
+        "grant_forms": grant_forms,
+        "new_grant_form": bound.get("new_grant") or forms.GrantForm(prefix="new"),
+        "trigger_forms": trigger_forms,
+        "new_trigger_form": bound.get("new_trigger") or forms.TriggerForm(prefix="newt"),
+        "history": services.budget_history(agent),
+    }
+    return render(request, "dashboard/agent_edit.html", context, status=status)
+
+
+@member_required
+def agent_edit(request: HttpRequest, slug: str) -> HttpResponse:
+    agent = _agent(slug)
+    if request.method == "GET":
+        require_perm(request.user, access.CONFIGURE)
+        return _render_edit(request, agent)
+    if request.method != "POST":
+        return HttpResponse(status=405)
+    require_perm(request.user, access.CONFIGURE)
+    require_perm(request.user, access.CHANGE_POLICY)
+    from agentops.agents.models import Policy
+
+    # Bind to copies: ModelForm validation writes into its instance, and the services diff against the database.
+    agent_form = forms.AgentForm(request.POST, instance=Agent.objects.get(pk=agent.pk))
+    policy_form = forms.PolicyForm(request.POST, instance=Policy.objects.filter(agent=agent).first() or Policy(agent=agent))
+    if not (agent_form.is_valid() and policy_form.is_valid()):
+        return _render_edit(request, agent, status=400, agent_form=agent_form, policy_form=policy_form)
+    try:
+        services.agent_update(agent=agent, actor=request.user, changes=agent_form.cleaned_data)
+        services.policy_update(agent=agent, actor=request.user, changes=policy_form.cleaned_data)
+    except ValidationError as exc:
+        agent_form.add_error(None, exc)
+        return _render_edit(request, agent, status=400, agent_form=agent_form, policy_form=policy_form)
+    messages.success(request, f"Saved {agent.name}.")
+    return redirect("dashboard:agent_detail", slug=agent.slug)
+
+
+@member_required
+@require_POST
+def grant_save(request: HttpRequest, slug: str, grant_id: int | None = None) -> HttpResponse:
+    agent = _agent(slug)
+    grant = None
+    if grant_id is None:
+        require_perm(request.user, access.ADD_GRANT)
+        form = forms.GrantForm(request.POST, prefix="new")
+        key = "new_grant"
+    else:
+        require_perm(request.user, access.CHANGE_GRANT)
+        grant = get_object_or_404(ToolGrant, pk=grant_id, agent=agent)
+        form = forms.GrantForm(request.POST, prefix=f"g{grant.pk}")
+        key = f"grant_{grant.pk}"
+    if form.is_valid():
+        try:
+            services.grant_save(agent=agent, actor=request.user, grant=grant, **form.cleaned_data)
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        except Exception as exc:  # the unique (agent, tool) constraint
+            from django.db import IntegrityError
+
+            if not isinstance(exc, IntegrityError):
+                raise
+            form.add_error("tool", "this agent already has a grant for that tool")
+        else:
+            messages.success(request, f"Saved the {form.cleaned_data['tool']} grant.")
+            return redirect(reverse("dashboard:agent_edit", args=[agent.slug]) + "#grants")
+    return _render_edit(request, agent, status=400, **{key: form})
+
+
+@member_required
+@require_POST
+def grant_delete(request: HttpRequest, slug: str, grant_id: int) -> HttpResponse:
+    agent = _agent(slug)
+    require_perm(request.user, access.DELETE_GRANT)
+    grant = get_object_or_404(ToolGrant, pk=grant_id, agent=agent)
+    services.grant_delete(grant=grant, actor=request.user)
+    messages.success(request, f"Removed the {grant.tool} grant.")
+    return redirect(reverse("dashboard:agent_edit", args=[agent.slug]) + "#grants")
+
+
+@member_required
+@require_POST
+def trigger_save(request: HttpRequest, slug: str, trigger_id: int | None = None) -> HttpResponse:
+    agent = _agent(slug)
+    trigger = None
+    if trigger_id is None:
+        require_perm(request.user, access.ADD_TRIGGER)
+        form = forms.TriggerForm(request.POST, prefix="newt")
+        key = "new_trigger"
+    else:
+        require_perm(request.user, access.CHANGE_TRIGGER)
+        trigger = get_object_or_404(Trigger, pk=trigger_id, agent=agent)
+        form = forms.TriggerForm(request.POST, prefix=f"t{trigger.pk}", instance=Trigger.objects.get(pk=trigger.pk))
+        key = f"trigger_{trigger.pk}"
+    if form.is_valid():
+        try:
+            services.trigger_save(agent=agent, actor=request.user, trigger=trigger, changes=form.cleaned_data)
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            messages.success(request, f"Saved the trigger {form.cleaned_data['name']}.")
+            return redirect(reverse("dashboard:agent_edit", args=[agent.slug]) + "#triggers")
+    return _render_edit(request, agent, status=400, **{key: form})
+
+
+@member_required
+@require_POST
+def agent_pause(request: HttpRequest, slug: str) -> HttpResponse:
+    from agentops.guardrails.killswitch import ReasonRequired, agent_pause
+
+    agent = _agent(slug)
+    require_perm(request.user, access.CONFIGURE)
+    try:
+        agent_pause(agent=agent, actor=request.user, reason=request.POST.get("reason", ""))
+    except ReasonRequired as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.warning(request, f"{agent.name} is paused; its runs are stopping.")
+    return redirect("dashboard:agent_detail", slug=agent.slug)
+
+
+@member_required
+@require_POST
+def agent_resume(request: HttpRequest, slug: str) -> HttpResponse:
+    from agentops.guardrails.killswitch import agent_resume
+
+    agent = _agent(slug)
+    require_perm(request.user, access.CONFIGURE)
+    agent_resume(agent=agent, actor=request.user)
+    messages.success(request, f"{agent.name} resumed.")
+    return redirect("dashboard:agent_detail", slug=agent.slug)
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+@member_required
+@require_GET
+def run_list(request: HttpRequest) -> HttpResponse:
+    form = forms.RunFilterForm(request.GET or None)
+    runs = Run.objects.select_related("agent", "trigger")
+    if form.is_valid():
+        data = form.cleaned_data
+        if data["agent"]:
+            runs = runs.filter(agent=data["agent"])
+        if data["status"]:
+            runs = runs.filter(status=data["status"])
+        if data["trigger"]:
+            runs = runs.filter(trigger_kind=data["trigger"])
+        if data["since"]:
+            runs = runs.filter(created_at__date__gte=data["since"])
+        if data["until"]:
+            runs = runs.filter(created_at__date__lte=data["until"])
+    page = Paginator(runs, 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "dashboard/run_list.html", {"form": form, "page": page, "query": query.urlencode()})
+
+
+def _run(run_id: int) -> Run:
+    return get_object_or_404(Run.objects.select_related("agent__policy", "trigger"), pk=run_id)
+
+
+def run_context(run: Run) -> dict[str, Any]:
+    policy = timeline.policy_of(run.agent)
+    return {"run": run, "bars": timeline.budget_bars(run, policy), "policy": policy}
+
+
+@member_required
+@require_GET
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run(run_id)
+    steps = timeline.steps_window(run.pk)
+    pr = (run.result or {}).get("pull_request") if isinstance(run.result, dict) else None
+    local_pr = _local_pull_request(run) if pr else None
+    context = {
+        **run_context(run),
+        "rows": [timeline.step_row(s) for s in steps],
+        "first_seq": steps[0].seq if steps else None,
+        "show_more": bool(steps) and steps[0].seq > 1,
+        "last_seq": steps[-1].seq if steps else 0,
+        "total_steps": run.next_seq - 1,
+        "pending": list(run.approvals.filter(status=ApprovalStatus.PENDING)),
+        "diff": timeline.run_diff(run) or (local_pr.diff if local_pr else ""),
+        "pull_request": pr if isinstance(pr, dict) else None,
+        "local_pr": local_pr,
+        "pr_status": (local_pr.status if local_pr else (pr or {}).get("status", "")) if isinstance(pr, dict) else "",
+        "can_merge": local_pr is not None and local_pr.status == "open" and not local_pr.draft and pr_merge_function() is not None,
+        "step_kinds": Step._meta.get_field("kind").choices,
+    }
+    return render(request, "dashboard/run_detail.html", context)
+
+
+def _local_pull_request(run: Run) -> Any:
+    """The local forge's pull request of this run, if the forge app is installed."""
+    from django.apps import apps
+
+    try:
+        PullRequest = apps.get_model("forges", "PullRequest")
+    except LookupError:
+        return None
+    return PullRequest.objects.filter(run=run).order_by("-id").first()
+
+
+@member_required
+@require_GET
+def run_steps(request: HttpRequest, run_id: int) -> HttpResponse:
+    """A fragment of the timeline: earlier steps (?before=seq) or newer ones (?after=seq)."""
+    run = get_object_or_404(Run.objects.only("pk"), pk=run_id)
+
+    def _int(name: str) -> int | None:
+        value = request.GET.get(name)
+        if value is None:
+            return None
+        try:
+            return max(0, int(value))
+        except ValueError:
+            raise Http404(f"{name} must be a number") from None
+
+    before, after = _int("before"), _int("after")
+    steps = timeline.steps_window(run.pk, before=before, after=after)
+    context = {
+        "run": run,
+        "rows": [timeline.step_row(s) for s in steps],
+        "first_seq": steps[0].seq if steps else None,
+        "show_more": before is not None and bool(steps) and steps[0].seq > 1,
+    }
+    return render(request, "dashboard/run_detail.html#steps", context)
+
+
+@member_required
+@require_GET
+def step_text(request: HttpRequest, run_id: int, seq: int, field: str) -> HttpResponse:
+    from agentops.runs.steps import step_full_text
+
+    step = get_object_or_404(Step, run_id=run_id, seq=seq)
+    if field not in step.payload:
+        raise Http404("no such field")
+    return HttpResponse(step_full_text(step, field), content_type="text/plain; charset=utf-8")
+
+
+@member_required
+@require_POST
+def run_stop(request: HttpRequest, run_id: int) -> HttpResponse:
+    from agentops.runs.services import run_cancel
+
+    run = _run(run_id)
+    require_perm(request.user, access.DECIDE)
+    if run.is_active:
+        run_cancel(run=run, actor=request.user, reason=request.POST.get("reason", ""))
+        messages.warning(request, f"Run {run.pk} is stopping.")
+    else:
+        messages.info(request, f"Run {run.pk} had already finished ({run.status}).")
+    return redirect("dashboard:run_detail", run_id=run.pk)
+
+
+@member_required
+@require_POST
+def run_merge(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run(run_id)
+    require_perm(request.user, access.DECIDE)
+    merge = pr_merge_function()
+    pr = _local_pull_request(run)
+    if merge is None or pr is None:
+        raise Http404("no pull request of the local forge to merge")
+    try:
+        merge(pr=pr, actor=request.user)
+    except Exception as exc:  # the forge explains why it refused (conflict, not mergeable, already merged)
+        messages.error(request, f"Merge refused: {exc}")
+    else:
+        messages.success(request, "Pull request merged.")
+    return redirect("dashboard:run_detail", run_id=run.pk)
+
+
+# --- approvals -------------------------------------------------------------------------------
+
+
+def approval_rows(approvals: list[Approval]) -> list[dict[str, Any]]:
+    now = timezone.now()
+    rows = []
+    for approval in approvals:
+        args = approval.arguments or {}
+        diff = next((args[k] for k in ("diff", "patch") if isinstance(args.get(k), str)), "") or timeline.run_diff(approval.run)
+        rows.append(
+            {
+                "approval": approval,
+                "arguments": timeline._pretty(args),
+                "diff": diff,
+                "seconds_left": max(0, int((approval.expires_at - now).total_seconds())),
+                "expired": approval.expires_at <= now,
+            }
+        )
+    return rows
+
+
+@member_required
+@require_GET
+def approval_list(request: HttpRequest) -> HttpResponse:
+    pending = list(Approval.objects.filter(status=ApprovalStatus.PENDING).select_related("run__agent").order_by("expires_at")[:100])
+    decided = list(Approval.objects.exclude(status=ApprovalStatus.PENDING).select_related("run__agent").order_by("-decided_at")[:30])
+    return render(request, "dashboard/approvals.html", {"rows": approval_rows(pending), "decided": decided})
+
+
+@member_required
+@require_POST
+def approval_decide(request: HttpRequest, approval_id: int) -> HttpResponse:
+    from agentops.approvals import services as approvals
+
+    require_perm(request.user, access.DECIDE)
+    approval = get_object_or_404(Approval.objects.select_related("run"), pk=approval_id)
+    form = forms.DecisionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "A comment is required to reject." if "comment" in form.errors else "Choose approve or reject.")
+        return redirect(_safe_next(request, reverse("dashboard:approvals")))
+    approve = form.cleaned_data["decision"] == "approve"
+    try:
+        approvals.approval_decide(approval=approval, actor=request.user, approve=approve, comment=form.cleaned_data["comment"])
+    except approvals.NotAllowed as exc:
+        raise PermissionDenied(str(exc)) from None
+    except (approvals.AlreadyDecided, approvals.CommentRequired) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{'Approved' if approve else 'Rejected'}: {approval.tool} for run {approval.run_id}.")
+    return redirect(_safe_next(request, reverse("dashboard:approvals")))
+
+
+# --- audit and spend -------------------------------------------------------------------------
+
+
+@member_required
+@require_GET
+def audit_log(request: HttpRequest) -> HttpResponse:
+    events = AuditEvent.objects.all()
+    action = request.GET.get("action", "").strip()
+    actor = request.GET.get("actor", "").strip()
+    if action:
+        events = events.filter(action__startswith=action)
+    if actor:
+        events = events.filter(actor_label=actor)
+    page = Paginator(events, 100).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "dashboard/audit.html", {"page": page, "action": action, "actor": actor, "query": query.urlencode()})
+
+
+PALETTE = ["#2f6fdf", "#e07b39", "#2ea44f", "#a855f7", "#d33f49", "#0ea5a4", "#b8860b", "#6b7280"]
+
+
+@member_required
+@require_GET
+def spend(request: HttpRequest) -> HttpResponse:
+    try:
+        days = max(1, min(90, int(request.GET.get("days", 14))))
+    except ValueError:
+        days = 14
+    today = timezone.now().date()
+    start = today - timedelta(days=days - 1)
+    rows = (
+        Run.objects.filter(created_at__date__gte=start)
+        .annotate(day=TruncDate("created_at"))
+        .values("day", "agent__name")
+        .annotate(cost=Sum("cost_usd"), runs=Count("id"))
+        .order_by("day", "agent__name")
+    )
+    by_day: dict[Any, dict[str, Decimal]] = defaultdict(dict)
+    agent_names: list[str] = []
+    for row in rows:
+        by_day[row["day"]][row["agent__name"]] = row["cost"] or Decimal("0")
+        if row["agent__name"] not in agent_names:
+            agent_names.append(row["agent__name"])
+    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted(agent_names))}
+    totals = {day: sum(v.values(), Decimal("0")) for day, v in by_day.items()}
+    peak = max(totals.values(), default=Decimal("0")) or Decimal("1")
+    columns = []
+    for i in range(days):
+        day = start + timedelta(days=i)
+        segments = [
+            {"agent": name, "cost": cost, "pct": float(cost / peak * 100), "colour": colours[name]}
+            for name, cost in sorted(by_day.get(day, {}).items())
+            if cost
+        ]
+        columns.append({"day": day, "total": totals.get(day, Decimal("0")), "segments": segments})
+    models = (
+        Run.objects.filter(created_at__date__gte=start)
+        .values("model")
+        .annotate(
+            runs=Count("id"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            cache_tokens=Sum("cache_read_tokens") + Sum("cache_write_tokens"),
+            cost=Sum("cost_usd"),
+        )
+        .order_by("-cost")
+    )
+    return render(
+        request,
+        "dashboard/spend.html",
+        {"days": days, "columns": columns, "peak": peak, "legend": sorted(colours.items()), "models": list(models), "grand_total": sum(totals.values(), Decimal("0"))},
+    )
+
+
+# --- API tokens ------------------------------------------------------------------------------
+
+
+@member_required
+def tokens(request: HttpRequest) -> HttpResponse:
+    new_token = None
+    form = forms.TokenForm(request.POST or None)
+    if request.method == "POST":
+        if form.is_valid():
+            _, new_token = services.api_token_create(user=request.user, name=form.cleaned_data["name"])
+            form = forms.TokenForm()
+    elif request.method != "GET":
+        return HttpResponse(status=405)
+    return render(
+        request,
+        "dashboard/tokens.html",
+        {"tokens": request.user.api_tokens.all(), "form": form, "new_token": new_token},
+    )
+
+
+@member_required
+@require_POST
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponseRedirect:
+    # Someone else's token is a 404: its existence is none of your business.
+    token = get_object_or_404(request.user.api_tokens, pk=token_id)
+    services.api_token_revoke(token=token, actor=request.user)
+    messages.success(request, f"Revoked {token.name}.")
+    return redirect("dashboard:tokens")
+

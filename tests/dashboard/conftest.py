@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import User
+from helpers_dashboard import make_approval, make_run
+
+from agentops.agents.models import Agent, Policy, ToolGrant
+from agentops.runs.models import Run
+
+
+@dataclass
+class Team:
+    owner: User  # admin
+    approver: User
+    viewer: User
+    outsider: User  # signed in, but in no role
+
+
+@pytest.fixture
+def team(db) -> Team:
+    from dashboard.roles import ensure_roles
+
+    groups = ensure_roles()
+
+    def make(name: str, group: str | None) -> User:
+        user = User.objects.create_user(name, f"{name}@example.com", "pw-" + name)
+        if group:
+            user.groups.add(groups[group])
+        return user
+
+    return Team(owner=make("alice", "admin"), approver=make("bob", "approver"), viewer=make("carol", "viewer"), outsider=make("mallory", None))
+
+
+@pytest.fixture
+def agent(db) -> Agent:
+    agent = Agent.objects.create(name="Debugger", slug="debugger", objective="Fix production errors.", model="claude-sonnet-4-5")
+    Policy.objects.create(agent=agent, daily_max_runs=50, daily_max_cost_usd=Decimal("20"))
+    ToolGrant.objects.create(agent=agent, tool="http_get", scope={"domains": ["example.com"]})
+    return agent
+
+
+@pytest.fixture
+def run(agent) -> Run:
+    return make_run(agent)
+
+
+@pytest.fixture
+def approval(run):
+    return make_approval(run)
+
+
+@pytest.fixture(autouse=True)
+def _fast_settings(settings):
+    settings.ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+    # Hashing four passwords per test with PBKDF2 dominates the suite's time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
