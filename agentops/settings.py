@@ -135,6 +135,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -156,6 +157,9 @@ ANTHROPIC_MAX_RETRIES = env_int("ANTHROPIC_MAX_RETRIES", 4, minimum=0)
 ANTHROPIC_BACKOFF_S = float(env_str("ANTHROPIC_BACKOFF_S", "1.0"))
 AGENTOPS_SANDBOX_BACKEND = env_choice("AGENTOPS_SANDBOX_BACKEND", ("auto", "docker", "bubblewrap"), "auto")
 AGENTOPS_SANDBOX_IMAGE = env_str("AGENTOPS_SANDBOX_IMAGE", "agentops-sandbox:1")
+# Which deployment sandboxes belong to: the reaper and the kill switch touch only their own.
+AGENTOPS_SANDBOX_SCOPE = env_str("AGENTOPS_SANDBOX_SCOPE", "default")
+AGENTOPS_SANDBOX_ROOT = env_str("AGENTOPS_SANDBOX_ROOT")
 AGENTOPS_FORGE_ROOT = Path(env_str("AGENTOPS_FORGE_ROOT", str(DATA_DIR / "forge")))
 AGENTOPS_ARTIFACT_ROOT = Path(env_str("AGENTOPS_ARTIFACT_ROOT", str(DATA_DIR / "artifacts")))
 GITHUB_TOKEN = env_str("GITHUB_TOKEN")

@@ -109,8 +109,7 @@ def step_row(step: Step) -> StepRow:
             payload.pop(drop)
     if kind in ("tool_call", "approval_request") and isinstance(payload.get("arguments"), dict):
         # The arguments are what a person checks: show them as they are, not wrapped.
-        arguments = payload.pop("arguments")
-        payload = {**arguments, **({"(step)": payload} if payload else {})}
+        payload = payload.pop("arguments")
     return StepRow(
         seq=step.seq,
         kind=kind,

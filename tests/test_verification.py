@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from agentops.runs.models import Step
+from tests.triggers.factories import bubblewrap  # noqa: F401  fixture
 from agentops.verification import (
     changed_lines,
     collection_tricks,
@@ -132,26 +132,6 @@ def test_collection_tricks_are_caught():
 
 
 # --- in a fresh sandbox ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def bubblewrap(settings, require_real):
-    from agentops.sandbox import available_backends
-
-    reason = available_backends()["bubblewrap"]
-    if reason:
-        print(f"bubblewrap unavailable: {reason}")
-        require_real("bubblewrap", reason)
-    if subprocess.run(["/usr/bin/python3", "-m", "pytest", "--version"], capture_output=True).returncode != 0:
-        require_real("python3-pytest", "the host python3 has no pytest (apt-get install python3-pytest)")
-    settings.AGENTOPS_SANDBOX_BACKEND = "bubblewrap"
-    # Our own sandbox root (traversable by the sandbox's unprivileged uid): a reaper of another test
-    # process must not take our sandboxes for orphans.
-    root = tempfile.mkdtemp(prefix="agentops-test-sandboxes-")
-    os.chmod(root, 0o711)
-    settings.AGENTOPS_SANDBOX_ROOT = root
-    yield
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from agentops.agents.models import Agent, Trigger
@@ -60,7 +60,7 @@ def run_create(
     policy = agent.policy
     if not daily_consume(agent_id=agent.pk, key="runs", amount=1, cap=policy.daily_max_runs):
         raise _refuse(agent=agent, actor=actor, reason=f"daily run cap reached ({policy.daily_max_runs})", trigger_kind=trigger_kind, fingerprint=fingerprint)
-    kind = planner_kind or agent.config.get("planner") or "scripted"
+    kind = resolve_planner_kind(planner_kind or agent.config.get("planner") or "auto")
     try:
         with transaction.atomic():
             run = Run.objects.create(
@@ -90,6 +90,17 @@ def run_create(
     return run
 
 
+def resolve_planner_kind(kind: str) -> str:
+    """`auto`: Claude when an API key is configured, else the agent's recorded script."""
+    from django.conf import settings
+
+    if kind == "auto":
+        return "anthropic" if settings.ANTHROPIC_API_KEY else "scripted"
+    if kind not in ("anthropic", "scripted"):
+        raise ValueError(f"unknown planner {kind!r}")
+    return kind
+
+
 def run_enqueue(*, run_id: int) -> None:
     from django_q.tasks import async_task
 
@@ -114,8 +125,11 @@ def halt_runs(*, status: str, reason: str, agent: Agent | None = None, run_ids: 
     if run_ids is not None:
         active = active.filter(pk__in=run_ids)
     now = timezone.now()
-    unheld = active.filter(status__in=[RunStatus.QUEUED, RunStatus.WAITING_APPROVAL]) | active.filter(
-        status=RunStatus.RUNNING, lease_expires_at__lt=now
+    # A running run without a live lease has no worker to stop it: halt it here (fail closed).
+    unheld = active.filter(
+        Q(status__in=[RunStatus.QUEUED, RunStatus.WAITING_APPROVAL])
+        | Q(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+        | Q(status=RunStatus.RUNNING, lease_expires_at__isnull=True)
     )
     halted = 0
     for run_id in list(unheld.values_list("pk", flat=True)):

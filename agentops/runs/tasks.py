@@ -37,13 +37,14 @@ def reap() -> dict[str, int]:
         from agentops.sandbox.reaper import reap_sandboxes
 
         active = {str(pk) for pk in Run.objects.filter(status__in=ACTIVE_STATUSES).values_list("pk", flat=True)}
-        counts["sandboxes_removed"] = reap_sandboxes(lambda run_id: run_id.split("-")[0] in active)
+        # Young sandboxes are left alone: their run may be starting or finishing right now.
+        counts["sandboxes_removed"] = reap_sandboxes(lambda run_id: run_id.split("-")[0] in active, min_age_s=300)
     except Exception:
         log.warning("sandbox reaping failed", exc_info=True)
     try:
         from agentops.triggers.schedules import fire_due_schedules
 
-        counts["schedules_fired"] = fire_due_schedules(timezone.now()) or 0
+        counts["schedules_fired"] = len(fire_due_schedules(timezone.now()))
     except ImportError:
         pass
     return counts

@@ -55,14 +55,17 @@ class RunServices:
         return self._sandbox
 
     def _restore_workspace(self) -> None:
+        # Failed calls count too: a test run that fails still leaves the files it was given.
         last = (
-            ToolExecution.objects.filter(run=self.run, status=ExecutionStatus.SUCCEEDED, result__has_key="workspace_diff")
+            ToolExecution.objects.filter(
+                run=self.run, status__in=[ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED], result__data__has_key="workspace_diff"
+            )
             .order_by("-finished_at", "-pk")
             .first()
         )
         if last is None:
             return
-        diff = (last.result or {}).get("workspace_diff") or ""
+        diff = ((last.result or {}).get("data") or {}).get("workspace_diff") or ""
         if diff.strip():
             self._sandbox.write_file(".agentops-restore.patch", diff)
             result = self._sandbox.exec("git apply --whitespace=nowarn .agentops-restore.patch && rm .agentops-restore.patch", timeout=60)

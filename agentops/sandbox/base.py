@@ -22,6 +22,7 @@ from dataclasses import dataclass
 WORKDIR = "/workspace"
 LABEL_RUN = "agentops.run"
 LABEL_SANDBOX = "agentops.sandbox"
+LABEL_SCOPE = "agentops.scope"
 GIT_USER_NAME = "agentops agent"
 GIT_USER_EMAIL = "agent@agentops.invalid"
 POLL_INTERVAL_S = 0.05  # cancel_check and timeouts are polled at least this often (contract: <= 100 ms)

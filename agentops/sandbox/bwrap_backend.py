@@ -84,9 +84,21 @@ def default_root() -> str:
 
 
 def _ensure_base(base: str) -> None:
-    os.makedirs(os.path.join(base, "uids"), exist_ok=True)
+    os.makedirs(base, exist_ok=True)
     os.chmod(base, 0o711)  # sandbox uids must traverse it to bind their workspace; nobody may list it
-    os.chmod(os.path.join(base, "uids"), 0o700)
+
+
+def _uid_dir() -> str:
+    """Machine-wide registry of the sandbox uids in use: shared by every sandbox root on this host, so two
+    roots (two deployments, two test sessions) never hand out the same uid."""
+    for parent in ("/run", tempfile.gettempdir()):
+        path = os.path.join(parent, "agentops-sandbox-uids")
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            return path
+        except OSError:
+            continue
+    raise SandboxError("no writable directory for the sandbox uid registry")
 
 
 _probe_lock = threading.Lock()
@@ -170,12 +182,12 @@ def _root_links() -> list[str]:
     return args
 
 
-def _alloc_uid(base: str, run_id: str) -> int:
+def _alloc_uid(run_id: str) -> int:
     start = zlib.crc32(run_id.encode()) % (UID_SPAN - 1)
     for i in range(UID_SPAN - 1):
         uid = UID_BASE + (start + i) % (UID_SPAN - 1)
         try:
-            fd = os.open(os.path.join(base, "uids", str(uid)), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            fd = os.open(os.path.join(_uid_dir(), str(uid)), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
             continue
         os.close(fd)
@@ -183,9 +195,9 @@ def _alloc_uid(base: str, run_id: str) -> int:
     raise SandboxError("no free sandbox uid")
 
 
-def _release_uid(base: str, uid: int) -> None:
+def _release_uid(uid: int) -> None:
     try:
-        os.unlink(os.path.join(base, "uids", str(uid)))
+        os.unlink(os.path.join(_uid_dir(), str(uid)))
     except FileNotFoundError:
         pass
 
@@ -220,12 +232,14 @@ class BwrapSandbox(Sandbox):
         ref: str = "HEAD",
         limits: SandboxLimits | None = None,
         root_dir: str | None = None,
+        scope: str = "default",
         ro_binds: tuple[str, ...] = (),
     ) -> None:
         reason = unavailable_reason()
         if reason:
             raise SandboxError(reason)
         self.run_id = run_id
+        self.scope = scope
         self.workdir = WORKDIR
         self.limits = limits or SandboxLimits()
         self.ro_binds = tuple(ro_binds)
@@ -238,7 +252,7 @@ class BwrapSandbox(Sandbox):
         self.root = tempfile.mkdtemp(prefix=safe_name(run_id) + "-", dir=self.base)
         try:
             os.chmod(self.root, 0o711)
-            self.uid = _alloc_uid(self.base, run_id) if self.privileged else os.getuid()
+            self.uid = _alloc_uid(run_id) if self.privileged else os.getuid()
             self.gid = self.uid if self.privileged else os.getgid()
             self.workspace = os.path.join(self.root, "workspace")
             self.home = os.path.join(self.root, "home")
@@ -258,7 +272,7 @@ class BwrapSandbox(Sandbox):
     # -- setup ---------------------------------------------------------------------------------------
 
     def _write_meta(self) -> None:
-        meta = {"run_id": self.run_id, "uid": self.uid, "privileged": self.privileged,
+        meta = {"run_id": self.run_id, "scope": self.scope, "uid": self.uid, "privileged": self.privileged,
                 "created": time.time(), "owner_pid": os.getpid()}
         with open(os.path.join(self.root, "meta.json"), "w") as f:
             json.dump(meta, f)
@@ -490,10 +504,11 @@ def destroy_sandbox_root(root: str) -> None:
         kill_sandbox_root(root, mark=False)
         shutil.rmtree(root, ignore_errors=True)
     if meta and meta.get("privileged") and "uid" in meta:
-        _release_uid(os.path.dirname(root), int(meta["uid"]))
+        _release_uid(int(meta["uid"]))
 
 
-def iter_roots(base: str | None = None) -> list[tuple[str, dict]]:
+def iter_roots(base: str | None = None, scope: str | None = None) -> list[tuple[str, dict]]:
+    """(root, meta) of the sandboxes under ``base``; only those of ``scope`` when given."""
     base = base or default_root()
     out = []
     try:
@@ -505,10 +520,10 @@ def iter_roots(base: str | None = None) -> list[tuple[str, dict]]:
         if name == "uids" or name.startswith("etc-") or not os.path.isdir(root):
             continue
         meta = read_meta(root)
-        if meta is not None:
+        if meta is not None and (scope is None or meta.get("scope", "default") == scope):
             out.append((root, meta))
     return out
 
 
-def kill_run(run_id: str, base: str | None = None) -> int:
-    return sum(kill_sandbox_root(root) for root, meta in iter_roots(base) if meta.get("run_id") == run_id)
+def kill_run(run_id: str, base: str | None = None, scope: str | None = None) -> int:
+    return sum(kill_sandbox_root(root) for root, meta in iter_roots(base, scope) if meta.get("run_id") == run_id)

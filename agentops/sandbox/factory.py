@@ -6,6 +6,11 @@ Settings (all optional; read lazily so this works without configured Django sett
 - ``AGENTOPS_SANDBOX_IMAGE``: Docker image (default ``agentops-sandbox:1``; see docker_backend's docstring)
 - ``AGENTOPS_SANDBOX_ROOT``: host directory for bubblewrap workspaces (default ``$TMPDIR/agentops-sandboxes``)
 - ``AGENTOPS_SANDBOX_BWRAP_BINDS``: extra host paths bound read-only into bubblewrap sandboxes (e.g. a venv)
+- ``AGENTOPS_SANDBOX_SCOPE``: which deployment the sandboxes belong to (default "default"). Sandboxes carry it
+  (Docker label ``agentops.scope``, bubblewrap meta.json); ``kill_run_sandboxes`` and the reaper touch only their
+  own scope, so two deployments (or two test sessions) sharing a Docker engine or a host never kill or reap
+  each other's sandboxes even when their run ids collide.
+Each is read from Django settings when defined there, else from the environment variable of the same name.
 """
 
 from __future__ import annotations
@@ -22,15 +27,25 @@ log = logging.getLogger(__name__)
 BACKENDS = ("docker", "bubblewrap")
 
 
+_MISSING = object()
+
+
 def _setting(name: str, default: Any) -> Any:
+    value: Any = _MISSING
     try:
         from django.conf import settings
 
         if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
-            return getattr(settings, name, default)
+            value = getattr(settings, name, _MISSING)
     except Exception:  # Django missing or settings not loadable: sandbox defaults still work
         pass
-    return default
+    if value is _MISSING:
+        value = os.environ.get(name) or default
+    return value
+
+
+def sandbox_scope() -> str:
+    return str(_setting("AGENTOPS_SANDBOX_SCOPE", None) or "default")
 
 
 def default_image() -> str:
@@ -78,11 +93,14 @@ def create_sandbox(
     chosen = resolve_backend(backend)
     if chosen == "docker":
         return docker_backend.DockerSandbox(
-            run_id=run_id, repo=repo, ref=ref, limits=limits, image=image or default_image()
+            run_id=run_id, repo=repo, ref=ref, limits=limits, image=image or default_image(), scope=sandbox_scope()
         )
+    binds = _setting("AGENTOPS_SANDBOX_BWRAP_BINDS", ()) or ()
+    if isinstance(binds, str):
+        binds = [b for b in binds.split(os.pathsep) if b]
     return bwrap_backend.BwrapSandbox(
-        run_id=run_id, repo=repo, ref=ref, limits=limits, root_dir=bwrap_root(),
-        ro_binds=tuple(_setting("AGENTOPS_SANDBOX_BWRAP_BINDS", ()) or ()),
+        run_id=run_id, repo=repo, ref=ref, limits=limits, root_dir=bwrap_root(), scope=sandbox_scope(),
+        ro_binds=tuple(binds),
     )
 
 
@@ -90,9 +108,10 @@ def kill_run_sandboxes(run_id: str) -> int:
     """Kill the running commands of every sandbox of ``run_id``, from any process. Returns how many sandboxes
     (bubblewrap: commands) were hit. Raises SandboxError when Docker is the configured backend and its engine
     cannot be reached (fail closed: the kill switch must know)."""
-    count = bwrap_backend.kill_run(run_id, bwrap_root())
+    scope = sandbox_scope()
+    count = bwrap_backend.kill_run(run_id, bwrap_root(), scope)
     try:
-        count += docker_backend.kill_run(run_id)
+        count += docker_backend.kill_run(run_id, scope)
     except Exception as e:
         if configured_backend() == "docker":
             raise SandboxError(f"cannot reach the docker engine to kill run {run_id}: {e}") from e

@@ -11,14 +11,16 @@ import time
 from collections.abc import Callable
 
 from . import bwrap_backend, docker_backend
-from .factory import bwrap_root
+from .factory import bwrap_root, sandbox_scope
 
 log = logging.getLogger(__name__)
 
 
-def reap_sandboxes(is_active: Callable[[str], bool], *, min_age_s: float = 0.0) -> int:
-    """Destroy every sandbox (both backends) whose ``run_id`` is not active and that is at least
-    ``min_age_s`` old. ``is_active`` errors count as active (never destroy on a guess). Returns how many."""
+def reap_sandboxes(is_active: Callable[[str], bool], *, min_age_s: float = 0.0, scope: str | None = None) -> int:
+    """Destroy every sandbox (both backends) of this deployment's scope (``AGENTOPS_SANDBOX_SCOPE``, or ``scope``)
+    whose ``run_id`` is not active and that is at least ``min_age_s`` old. ``is_active`` errors count as active
+    (never destroy on a guess). Returns how many were removed."""
+    scope = scope or sandbox_scope()
     removed = 0
     now = time.time()
     verdicts: dict[str, bool] = {}
@@ -32,7 +34,7 @@ def reap_sandboxes(is_active: Callable[[str], bool], *, min_age_s: float = 0.0) 
                 verdicts[run_id] = True
         return not verdicts[run_id]
 
-    for root, meta in bwrap_backend.iter_roots(bwrap_root()):
+    for root, meta in bwrap_backend.iter_roots(bwrap_root(), scope):
         run_id = str(meta.get("run_id", ""))
         if now - float(meta.get("created", 0)) < min_age_s or not inactive(run_id):
             continue
@@ -40,7 +42,7 @@ def reap_sandboxes(is_active: Callable[[str], bool], *, min_age_s: float = 0.0) 
         removed += 1
 
     try:
-        containers = docker_backend.list_sandbox_containers()
+        containers = docker_backend.list_sandbox_containers(scope=scope)
     except Exception as e:
         log.debug("docker not reachable, skipping container reaping: %s", e)
         containers = []

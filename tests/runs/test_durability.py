@@ -88,3 +88,43 @@ def test_a_run_whose_worker_is_sigkilled_finishes_on_another_with_no_step_lost_o
     assert len(keys) == len(set(keys)), f"a side effect was repeated: {keys}"
     assert len(keys) >= killed_at_lines
     assert ToolExecution.objects.filter(run=run).count() == 6
+
+
+def test_a_real_django_q2_worker_runs_an_enqueued_run_and_resumes_it_after_approval(make_agent, tmp_path):
+    from django.contrib.auth.models import User
+
+    from agentops.approvals.models import Approval
+    from agentops.approvals.services import approval_decide
+    from agentops.runs.services import run_create
+
+    ledger = tmp_path / "payments"
+    script = [
+        {"text": "look", "tool_calls": [{"name": "test_echo", "arguments": {"text": "hello"}}]},
+        {"text": "pay", "tool_calls": [{"name": "test_pay", "arguments": {"text": "42 EUR"}}]},
+        {"text": "done"},
+    ]
+    agent = make_agent(script=script, grants={"test_echo": {}, "test_pay": {"path": str(ledger)}}, trust_phase=3)
+    env = {**os.environ, "DEBUG": "1", "DATABASE_URL": database_url(), "AGENTOPS_TOOL_MODULES": "tests.support.tools"}
+    env.pop("REDIS_URL", None)
+    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        run = run_create(agent=agent, input="pay the invoice", actor="test")
+        deadline = time.monotonic() + 60
+        while Run.objects.get(pk=run.pk).status != "waiting_approval":
+            assert time.monotonic() < deadline, "the worker never reached the approval"
+            time.sleep(0.1)
+        assert not ledger.exists()
+        admin = User.objects.create_superuser("root", password="pw")
+        approval_decide(approval=Approval.objects.get(run=run), actor=admin, approve=True)
+        while Run.objects.get(pk=run.pk).status not in ("succeeded", "failed", "killed", "budget_exceeded"):
+            assert time.monotonic() < deadline + 30, "the worker never finished the run"
+            time.sleep(0.1)
+        run.refresh_from_db()
+        assert run.status == "succeeded", run.status_reason
+        assert len(lines(ledger)) == 1
+    finally:
+        os.killpg(cluster.pid, signal.SIGTERM)
+        try:
+            cluster.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)

@@ -21,6 +21,34 @@ def pytest_collection_modifyitems(config, items):  # noqa: ARG001
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(scope="package", autouse=True)
+def sandbox_scope():
+    """Our own sandbox scope: reapers and kill switches of other test sessions on this machine leave our
+    sandboxes alone, and ours leave theirs alone."""
+    scope = f"test-sandbox-{uuid.uuid4().hex[:8]}"
+    old_env = os.environ.get("AGENTOPS_SANDBOX_SCOPE")
+    os.environ["AGENTOPS_SANDBOX_SCOPE"] = scope  # for the subprocesses of these tests
+    django_settings, missing = None, object()
+    old_setting = missing
+    try:
+        from django.conf import settings as django_settings
+
+        old_setting = getattr(django_settings, "AGENTOPS_SANDBOX_SCOPE", missing)
+        django_settings.AGENTOPS_SANDBOX_SCOPE = scope  # for this process, when Django settings are loaded
+    except Exception:
+        django_settings = None
+    yield scope
+    if old_env is None:
+        os.environ.pop("AGENTOPS_SANDBOX_SCOPE", None)
+    else:
+        os.environ["AGENTOPS_SANDBOX_SCOPE"] = old_env
+    if django_settings is not None:
+        if old_setting is missing:
+            delattr(django_settings, "AGENTOPS_SANDBOX_SCOPE")
+        else:
+            django_settings.AGENTOPS_SANDBOX_SCOPE = old_setting
+
+
 @pytest.fixture(scope="session")
 def backend_reasons() -> dict[str, str | None]:
     return available_backends()

@@ -69,3 +69,37 @@ def sentry_event(*, event_id: str | None = None, level: str = "error", exc_type:
         event["event_id"] = event_id
     event.update(extra)
     return event
+
+
+# --- real sandboxes ------------------------------------------------------------------------------
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def bubblewrap(settings, require_real):
+    """Sandboxes on the bubblewrap backend, in a root of their own. Import this fixture into a module.
+
+    Locally a missing bwrap (or a host python3 without pytest) skips with the reason printed; in CI it fails."""
+    from agentops.sandbox import available_backends
+
+    reason = available_backends()["bubblewrap"]
+    if reason:
+        print(f"bubblewrap unavailable: {reason}")
+        require_real("bubblewrap", reason)
+    if subprocess.run(["/usr/bin/python3", "-m", "pytest", "--version"], capture_output=True).returncode != 0:
+        print("the host python3 has no pytest")
+        require_real("python3-pytest", "the host python3 has no pytest (apt-get install python3-pytest)")
+    settings.AGENTOPS_SANDBOX_BACKEND = "bubblewrap"
+    # Traversable by the sandbox's unprivileged uid, and private: another test process's reaper must
+    # not take our sandboxes for orphans of its own database.
+    root = tempfile.mkdtemp(prefix="agentops-test-sandboxes-")
+    os.chmod(root, 0o711)
+    settings.AGENTOPS_SANDBOX_ROOT = root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
