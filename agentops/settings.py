@@ -94,7 +94,11 @@ if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # A prefix of its own lets several installations (or test sessions) share one Redis.
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("AGENTOPS_CHANNEL_PREFIX", "agentops")},
+        }
     }
 else:
     # In-process only: live views in the embedded default catch up from the database by seq.
@@ -104,7 +108,8 @@ else:
 # approval free their worker, so this only bounds active work. retry must exceed timeout.
 AGENTOPS_TASK_TIMEOUT_S = env_int("AGENTOPS_TASK_TIMEOUT_S", 3600, minimum=60)
 Q_CLUSTER = {
-    "name": "agentops",
+    # The queue's name: installations sharing one Redis broker need different names.
+    "name": env_str("AGENTOPS_Q_NAME", "agentops"),
     "workers": env_int("AGENTOPS_WORKERS", 2, minimum=1),
     "timeout": AGENTOPS_TASK_TIMEOUT_S,
     "retry": AGENTOPS_TASK_TIMEOUT_S + 120,

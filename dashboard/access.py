@@ -25,6 +25,10 @@ CHANGE_GRANT = "agents.change_toolgrant"
 DELETE_GRANT = "agents.delete_toolgrant"
 ADD_TRIGGER = "agents.add_trigger"
 CHANGE_TRIGGER = "agents.change_trigger"
+# Merging, closing and commenting on the local forge's pull requests is deciding what ships.
+REVIEW_PULL_REQUEST = DECIDE
+# An error project's DSN is a credential: only whoever may change the project sees it.
+SEE_ERROR_PROJECT_DSN = "triggers.change_errorproject"
 
 
 def is_member(user: AbstractBaseUser | AnonymousUser) -> bool:
@@ -41,8 +45,12 @@ def is_member(user: AbstractBaseUser | AnonymousUser) -> bool:
 
 
 def require_perm(user: AbstractBaseUser, perm: str) -> None:
-    if not is_member(user) or not user.has_perm(perm):
+    if not allowed(user, perm):
         raise PermissionDenied(f"this needs the permission {perm}")
+
+
+def allowed(user: AbstractBaseUser | AnonymousUser, perm: str) -> bool:
+    return is_member(user) and user.has_perm(perm)
 
 
 def member_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

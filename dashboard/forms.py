@@ -6,8 +6,8 @@ from typing import Any
 from django import forms
 
 from agentops.agents.models import Agent, ApprovalOverride, Policy, Trigger, TriggerKind
+from agentops.agents.services import AGENT_FIELDS, POLICY_FIELDS, grant_scope_errors
 from agentops.runs.models import RunStatus
-from dashboard.services import AGENT_FIELDS, POLICY_FIELDS, grant_scope_errors
 
 
 class JSONTextField(forms.CharField):

@@ -16,6 +16,7 @@ ADMIN = APPROVER + [
     "agents.delete_toolgrant",
     "agents.change_trigger",
     "agents.add_trigger",
+    "triggers.change_errorproject",
 ]
 ROLES: dict[str, list[str]] = {"viewer": [], "approver": APPROVER, "admin": ADMIN}
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
@@ -19,11 +20,16 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from agentops.agents import services as agent_services
 from agentops.agents.models import Agent, ToolGrant, Trigger
 from agentops.approvals.models import Approval, ApprovalStatus
 from agentops.audit.models import AuditEvent
+from agentops.forges import local as forge
+from agentops.forges.base import ForgeError
+from agentops.forges.models import PullRequest, PullRequestStatus
 from agentops.guardrails.models import DailyUsage, Drill
-from agentops.runs.models import ACTIVE_STATUSES, Run, Step
+from agentops.runs.models import ACTIVE_STATUSES, Run, Step, StepKind
+from agentops.triggers.models import ErrorCount, ErrorGroup, ErrorProject, TriggerRefusal
 from dashboard import access, forms, services, timeline
 from dashboard.access import member_required, require_perm
 from dashboard.maturity import TIER_CSS, last_passed_drill_at, maturity_tier
@@ -207,7 +213,7 @@ def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
     from agentops.tools.registry import get_tool
 
     grant_rows = [
-        {"grant": g, "risk": (get_tool(g.tool).risk_class if get_tool(g.tool) else "unknown"), "errors": services.grant_scope_errors(g.tool, g.scope)}
+        {"grant": g, "risk": (get_tool(g.tool).risk_class if get_tool(g.tool) else "unknown"), "errors": agent_services.grant_scope_errors(g.tool, g.scope)}
         for g in grants
     ]
     return render(
@@ -270,8 +276,8 @@ def agent_edit(request: HttpRequest, slug: str) -> HttpResponse:
     if not (agent_form.is_valid() and policy_form.is_valid()):
         return _render_edit(request, agent, status=400, agent_form=agent_form, policy_form=policy_form)
     try:
-        services.agent_update(agent=agent, actor=request.user, changes=agent_form.cleaned_data)
-        services.policy_update(agent=agent, actor=request.user, changes=policy_form.cleaned_data)
+        agent_services.agent_update(agent=agent, actor=request.user, changes=agent_form.cleaned_data)
+        agent_services.policy_update(agent=agent, actor=request.user, changes=policy_form.cleaned_data)
     except ValidationError as exc:
         agent_form.add_error(None, exc)
         return _render_edit(request, agent, status=400, agent_form=agent_form, policy_form=policy_form)
@@ -295,7 +301,7 @@ def grant_save(request: HttpRequest, slug: str, grant_id: int | None = None) -> 
         key = f"grant_{grant.pk}"
     if form.is_valid():
         try:
-            services.grant_save(agent=agent, actor=request.user, grant=grant, **form.cleaned_data)
+            agent_services.grant_save(agent=agent, actor=request.user, grant=grant, **form.cleaned_data)
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():
                 form.add_error(field if field in form.fields else None, errors)
@@ -317,7 +323,7 @@ def grant_delete(request: HttpRequest, slug: str, grant_id: int) -> HttpResponse
     agent = _agent(slug)
     require_perm(request.user, access.DELETE_GRANT)
     grant = get_object_or_404(ToolGrant, pk=grant_id, agent=agent)
-    services.grant_delete(grant=grant, actor=request.user)
+    agent_services.grant_delete(grant=grant, actor=request.user)
     messages.success(request, f"Removed the {grant.tool} grant.")
     return redirect(reverse("dashboard:agent_edit", args=[agent.slug]) + "#grants")
 
@@ -338,7 +344,7 @@ def trigger_save(request: HttpRequest, slug: str, trigger_id: int | None = None)
         key = f"trigger_{trigger.pk}"
     if form.is_valid():
         try:
-            services.trigger_save(agent=agent, actor=request.user, trigger=trigger, changes=form.cleaned_data)
+            agent_services.trigger_save(agent=agent, actor=request.user, trigger=trigger, changes=form.cleaned_data)
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():
                 form.add_error(field if field in form.fields else None, errors)
@@ -515,6 +521,187 @@ def run_merge(request: HttpRequest, run_id: int) -> HttpResponse:
     else:
         messages.success(request, "Pull request merged.")
     return redirect("dashboard:run_detail", run_id=run.pk)
+
+
+# --- pull requests (the local forge) ---------------------------------------------------------
+
+PR_STATES = ("open", "draft", "merged", "closed", "all")
+
+
+@member_required
+@require_GET
+def pull_request_list(request: HttpRequest) -> HttpResponse:
+    state = request.GET.get("state", "open")
+    if state not in PR_STATES:
+        state = "open"
+    prs = PullRequest.objects.select_related("run__agent")
+    if state == "open":
+        prs = prs.filter(status=PullRequestStatus.OPEN, draft=False)
+    elif state == "draft":
+        prs = prs.filter(status=PullRequestStatus.OPEN, draft=True)
+    elif state != "all":
+        prs = prs.filter(status=state)
+    page = Paginator(prs, 50).get_page(request.GET.get("page"))
+    return render(request, "dashboard/pull_request_list.html", {"page": page, "state": state, "states": PR_STATES, "query": f"state={state}"})
+
+
+def _pull_request(pk: int) -> PullRequest:
+    return get_object_or_404(PullRequest.objects.select_related("run__agent"), pk=pk)
+
+
+def gate_rows(run_id: int | None) -> list[dict[str, Any]]:
+    """The verification gates the run recorded (Step rows of kind gate), in order."""
+    if run_id is None:
+        return []
+    rows = []
+    for step in Step.objects.filter(run_id=run_id, kind=StepKind.GATE).order_by("seq"):
+        payload = step.payload if isinstance(step.payload, dict) else {}
+        rows.append({"seq": step.seq, "gate": str(payload.get("gate", "?")), "passed": payload.get("passed") is True, "detail": payload.get("detail", "")})
+    return rows
+
+
+@member_required
+@require_GET
+def pull_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    pr = _pull_request(pk)
+    is_open = pr.status == PullRequestStatus.OPEN
+    context = {
+        "pr": pr,
+        "gates": gate_rows(pr.run_id),
+        "comments": list(pr.comments.all()),
+        "can_review": access.allowed(request.user, access.REVIEW_PULL_REQUEST),
+        "can_merge": is_open and not pr.draft,
+        "can_mark_ready": is_open and pr.draft,
+        "can_close": is_open,
+    }
+    return render(request, "dashboard/pull_request_detail.html", context)
+
+
+@member_required
+@require_POST
+def pull_request_merge(request: HttpRequest, pk: int) -> HttpResponse:
+    require_perm(request.user, access.REVIEW_PULL_REQUEST)
+    pr = _pull_request(pk)
+    try:
+        sha = forge.pull_request_merge(pr=pr, actor=request.user)
+    except ForgeError as exc:  # MergeError: draft, not open, conflict, base moved; or git itself failed
+        messages.error(request, f"Merge refused: {exc}")
+    else:
+        messages.success(request, f"Merged #{pr.number} into {pr.base} ({sha[:10]}).")
+    return redirect("dashboard:pull_request", pk=pr.pk)
+
+
+@member_required
+@require_POST
+def pull_request_mark_ready(request: HttpRequest, pk: int) -> HttpResponse:
+    require_perm(request.user, access.REVIEW_PULL_REQUEST)
+    pr = _pull_request(pk)
+    was_draft = pr.draft and pr.status == PullRequestStatus.OPEN
+    pr = forge.pull_request_mark_ready(pr=pr, actor=request.user)
+    if was_draft and not pr.draft:
+        messages.success(request, f"#{pr.number} is ready for review.")
+    else:
+        messages.info(request, f"#{pr.number} was not an open draft ({pr.status}).")
+    return redirect("dashboard:pull_request", pk=pr.pk)
+
+
+@member_required
+@require_POST
+def pull_request_close(request: HttpRequest, pk: int) -> HttpResponse:
+    require_perm(request.user, access.REVIEW_PULL_REQUEST)
+    pr = _pull_request(pk)
+    was_open = pr.status == PullRequestStatus.OPEN
+    pr = forge.pull_request_close(pr=pr, actor=request.user, reason=request.POST.get("reason", "").strip())
+    if was_open and pr.status == PullRequestStatus.CLOSED:
+        messages.warning(request, f"Closed #{pr.number} without merging.")
+    else:
+        messages.info(request, f"#{pr.number} was already {pr.status}.")
+    return redirect("dashboard:pull_request", pk=pr.pk)
+
+
+@member_required
+@require_POST
+def pull_request_comment(request: HttpRequest, pk: int) -> HttpResponse:
+    require_perm(request.user, access.REVIEW_PULL_REQUEST)
+    pr = _pull_request(pk)
+    try:
+        comment = forge.pull_request_comment(pr=pr, actor=request.user, body=request.POST.get("body", ""))
+    except ForgeError as exc:
+        messages.error(request, str(exc))
+        return redirect("dashboard:pull_request", pk=pr.pk)
+    return redirect(reverse("dashboard:pull_request", args=[pr.pk]) + f"#comment-{comment.pk}")
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+SPARK_HOURS = 24
+
+
+def sparklines(groups: list[ErrorGroup], *, hours: int = SPARK_HOURS) -> dict[int, list[dict[str, Any]]]:
+    """Events per hour of each group over the last `hours` hours, zero-filled, as bar heights: the
+    same numbers as agentops.triggers.ingest.hourly_counts, in one query for the whole page."""
+    end = timezone.now().replace(minute=0, second=0, microsecond=0)
+    start = end - timedelta(hours=hours - 1)
+    found: dict[tuple[int, Any], int] = {
+        (group_id, hour): count
+        for group_id, hour, count in ErrorCount.objects.filter(group__in=groups, hour__gte=start, hour__lte=end).values_list("group_id", "hour", "count")
+    }
+    result = {}
+    for group in groups:
+        counts = [(start + timedelta(hours=i), found.get((group.pk, start + timedelta(hours=i)), 0)) for i in range(hours)]
+        result[group.pk] = _spark(counts)
+    return result
+
+
+def _spark(counts: list[tuple[Any, int]]) -> list[dict[str, Any]]:
+    peak = max((c for _, c in counts), default=0) or 1
+    return [{"hour": hour, "count": count, "pct": count / peak * 100} for hour, count in counts]
+
+
+@member_required
+@require_GET
+def error_list(request: HttpRequest) -> HttpResponse:
+    groups = ErrorGroup.objects.select_related("project", "last_run")
+    project = request.GET.get("project", "").strip()
+    if project:
+        groups = groups.filter(project__slug=project)
+    page = Paginator(groups, 50).get_page(request.GET.get("page"))
+    spark = sparklines(list(page))
+    show_dsn = access.allowed(request.user, access.SEE_ERROR_PROJECT_DSN)
+    projects = [
+        {"project": p, "dsn": p.dsn(settings.SITE_URL) if show_dsn else None}
+        for p in ErrorProject.objects.annotate(group_count=Count("groups"))
+    ]
+    context = {
+        "rows": [{"group": g, "spark": spark[g.pk]} for g in page],
+        "page": page,
+        "projects": projects,
+        "project": project,
+        "show_dsn": show_dsn,
+        "query": f"project={project}" if project else "",
+    }
+    return render(request, "dashboard/error_list.html", context)
+
+
+@member_required
+@require_GET
+def error_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    from agentops.triggers.ingest import hourly_counts
+
+    group = get_object_or_404(ErrorGroup.objects.select_related("project", "last_run"), pk=pk)
+    events = list(group.events.all()[:20])
+    latest = events[0] if events else None
+    context = {
+        "group": group,
+        "latest": latest,
+        "exceptions": (latest.stacktrace if latest and isinstance(latest.stacktrace, list) else []),
+        "tags": sorted(((latest.tags if latest else None) or group.tags or {}).items()),
+        "events": events,
+        "spark": _spark(hourly_counts(group, hours=SPARK_HOURS)),
+        "refusals": list(TriggerRefusal.objects.filter(group=group).select_related("trigger__agent")[:50]),
+        "runs": list(Run.objects.filter(fingerprint=group.run_fingerprint).select_related("agent").order_by("-created_at")[:50]),
+    }
+    return render(request, "dashboard/error_detail.html", context)
 
 
 # --- approvals -------------------------------------------------------------------------------

@@ -306,4 +306,7 @@ def pull_request_comment(*, pr: PullRequest, actor: Actor, body: str) -> PullReq
     body = (body or "").strip()
     if not body:
         raise ForgeError("a comment needs a body")
-    return PullRequestComment.objects.create(pull_request=pr, author_label=actor_label_of(actor), body=body)
+    with transaction.atomic():
+        comment = PullRequestComment.objects.create(pull_request=pr, author_label=actor_label_of(actor), body=body)
+        audit_record(actor=actor, action="pull_request.comment", target=pr, detail=body[:500])
+    return comment

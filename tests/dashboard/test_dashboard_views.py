@@ -473,3 +473,18 @@ def test_nobody_revokes_someone_elses_token(team):
 
     token, _ = api_token_create(user=team.owner, name="mine")
     assert client_for(team.viewer).post(f"/tokens/{token.pk}/revoke/").status_code == 404
+
+
+# --- the agent-configuration write path ------------------------------------------------------
+
+
+def test_agent_configuration_is_written_by_the_agents_domain_for_any_caller(agent):
+    import dashboard.services
+    from agentops.agents import services
+
+    for name in ["agent_update", "policy_update", "grant_save", "grant_delete", "trigger_save", "grant_scope_errors"]:
+        assert not hasattr(dashboard.services, name), name
+    services.agent_update(agent=agent, actor="cli", changes={"trust_phase": 2})
+    grant = services.grant_save(agent=agent, actor="cli", tool="send_email", scope={"recipient_domains": ["example.com"]}, approval="always")
+    services.grant_delete(grant=grant, actor="cli")
+    assert list(AuditEvent.objects.filter(actor_label="cli").order_by("id").values_list("action", flat=True)) == ["agent.update", "grant.create", "grant.delete"]

@@ -329,3 +329,18 @@ def test_reaper_keeps_sandboxes_when_is_active_fails(make_sandbox):
 def test_create_fails_closed_on_a_bad_ref(backend, repo, new_run_id):
     with pytest.raises(SandboxError):
         create_sandbox(run_id=new_run_id(), repo=repo, ref="no-such-ref", backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["docker"], indirect=True)  # the command server is Docker's
+def test_docker_plain_exec_fallback_streams_times_out_and_cancels(sandbox, backend, monkeypatch):
+    """Without its command server (it could not start), the Docker sandbox still honours the contract."""
+    monkeypatch.setattr(sandbox, "_command_server", lambda: None)
+    chunks: list[str] = []
+    res = sandbox.exec(["python3", "-c", "print(1)"], on_output=chunks.append)
+    assert (res.exit_code, res.output, "".join(chunks)) == (0, "1\n", "1\n")
+    t0 = time.monotonic()
+    res = sandbox.exec("sleep 60", timeout=1)
+    assert res.timed_out and res.exit_code is None and time.monotonic() - t0 <= 2.0
+    t0 = time.monotonic()
+    res = sandbox.exec("sleep 60", cancel_check=lambda: time.monotonic() - t0 > 0.3)
+    assert res.cancelled and time.monotonic() - t0 <= 0.8
