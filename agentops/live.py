@@ -22,6 +22,7 @@ from asgiref.sync import async_to_sync
 
 log = logging.getLogger(__name__)
 
+BATCH_WINDOW_S = 0.01
 _queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
 _thread: threading.Thread | None = None
 _owner_pid = 0
@@ -63,14 +64,32 @@ def _send_forever() -> None:
     loop = asyncio.new_event_loop()
     layer = get_channel_layer()
     while True:
-        item = _queue.get()
-        if item is None:
+        batch = [_queue.get()]
+        # A few milliseconds of patience turns a burst of steps into one message per group.
+        time.sleep(BATCH_WINDOW_S)
+        # Coalesce what piled up meanwhile: receivers read from the database by seq, so the latest
+        # message of each kind per group says everything the earlier ones did.
+        while True:
+            try:
+                batch.append(_queue.get_nowait())
+            except queue.Empty:
+                break
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        stop = False
+        for item in batch:
+            if item is None:
+                stop = True
+                continue
+            group, message = item
+            latest.pop((group, message.get("type", "")), None)
+            latest[(group, message.get("type", ""))] = message
+        for (group, _), message in latest.items():
+            try:
+                loop.run_until_complete(layer.group_send(group, message))
+            except Exception:
+                log.warning("channel layer broadcast to %s failed", group, exc_info=True)
+        if stop:
             break
-        group, message = item
-        try:
-            loop.run_until_complete(layer.group_send(group, message))
-        except Exception:
-            log.warning("channel layer broadcast to %s failed", group, exc_info=True)
     loop.close()
 
 

@@ -65,7 +65,7 @@ def overhead(iterations: int, repeats: int = 3) -> float:
     script = [{"text": f"turn {i}", "tool_calls": [{"name": "noop", "arguments": {"n": i}}]} for i in range(iterations)] + [{"text": "done"}]
     results = []
     for r in range(repeats):
-        agent = make_agent(f"overhead-{iterations}-{r}", script, "noop")
+        agent = make_agent(f"overhead-{iterations}-{r}-{time.monotonic_ns()}", script, "noop")
         run = run_create(agent=agent, input="go", enqueue=False)
         started = time.perf_counter()
         execute_run(run.pk)

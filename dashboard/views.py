@@ -525,7 +525,8 @@ def run_merge(request: HttpRequest, run_id: int) -> HttpResponse:
 
 # --- pull requests (the local forge) ---------------------------------------------------------
 
-PR_STATES = ("open", "draft", "merged", "closed", "all")
+# "open" includes drafts (what an agent below trust phase 3 opens); "ready" is what can be merged now.
+PR_STATES = ("open", "ready", "draft", "merged", "closed", "all")
 
 
 @member_required
@@ -535,7 +536,7 @@ def pull_request_list(request: HttpRequest) -> HttpResponse:
     if state not in PR_STATES:
         state = "open"
     prs = PullRequest.objects.select_related("run__agent")
-    if state == "open":
+    if state == "ready":
         prs = prs.filter(status=PullRequestStatus.OPEN, draft=False)
     elif state == "draft":
         prs = prs.filter(status=PullRequestStatus.OPEN, draft=True)

@@ -22,9 +22,12 @@ from django.utils import timezone  # noqa: E402
 
 from agentops.agents.models import Agent, Policy, ToolGrant, Trigger  # noqa: E402
 from agentops.approvals.services import approval_request  # noqa: E402
+from agentops.forges.models import PullRequest  # noqa: E402
 from agentops.runs.models import Run, RunStatus, StepKind  # noqa: E402
 from agentops.runs.services import run_create  # noqa: E402
 from agentops.runs.steps import step_record  # noqa: E402
+from agentops.triggers.ingest import normalize_event, store_events  # noqa: E402
+from agentops.triggers.models import ErrorGroup, ErrorProject  # noqa: E402
 from dashboard.roles import ensure_roles  # noqa: E402
 
 PASSWORD = "correct horse battery"
@@ -70,7 +73,28 @@ def seed() -> dict:
             ).pk
         )
     Run.objects.filter(pk=waiting.pk).update(status=RunStatus.WAITING_APPROVAL)
-    return {"live_run": live.pk, "waiting_run": waiting.pk, "approvals": approvals, "password": PASSWORD}
+
+    # An error the agent took on, and the draft pull request its run opened (a row only: the pages
+    # render without the git repository).
+    project = ErrorProject.objects.create(name="Checkout", slug="checkout")
+    event = {
+        "level": "error", "platform": "python", "environment": "production", "tags": {"service": "checkout"},
+        "exception": {"values": [{"type": "TypeError", "value": "unsupported operand type(s) for +: 'int' and 'NoneType'", "stacktrace": {"frames": [
+            {"filename": "checkout/views.py", "function": "pay", "lineno": 12, "in_app": True},
+            {"filename": "checkout/cart.py", "function": "total", "lineno": 42, "in_app": True, "context_line": "return sum(i.price for i in items) + shipping(items)"},
+        ]}}]},
+    }
+    group = store_events(project=project, events=[normalize_event(dict(event)) for _ in range(3)], source="sentry")[-1].group
+    fixed = run_create(agent=agent, input="TypeError in checkout/cart.py:42", actor="system", enqueue=False)
+    step_record(run=fixed, kind=StepKind.GATE, payload={"gate": "tests", "passed": True, "detail": "14 passed in 0.8s"})
+    step_record(run=fixed, kind=StepKind.GATE, payload={"gate": "secrets", "passed": True, "detail": "no secrets in the diff"})
+    Run.objects.filter(pk=fixed.pk).update(status=RunStatus.SUCCEEDED, fingerprint=group.run_fingerprint, finished_at=now)
+    ErrorGroup.objects.filter(pk=group.pk).update(last_run=fixed)
+    diff = "--- a/checkout/cart.py\n+++ b/checkout/cart.py\n@@ -41,2 +41,2 @@\n def total(items):\n-    return sum(i.price for i in items) + shipping(items)\n+    return sum(i.price for i in items) + (shipping(items) or 0)\n"
+    pr = PullRequest.objects.create(repo="checkout-service", number=1, title="Treat missing shipping as 0 in cart.total()", branch="agentops/fix-cart-total",
+                                    base="main", body="Root cause: shipping() returns None for digital goods.\n\nTest: tests/test_cart.py::test_digital_goods", diff=diff,
+                                    changed_lines=2, draft=True, run=fixed, author_label="agent:debugger")
+    return {"live_run": live.pk, "waiting_run": waiting.pk, "approvals": approvals, "password": PASSWORD, "pull_request": pr.pk, "error_group": group.pk}
 
 
 def steps(run_id: int, count: int, delay: float) -> dict:

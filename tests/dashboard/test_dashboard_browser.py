@@ -230,7 +230,9 @@ def test_an_admin_engages_and_releases_the_kill_switch(browser, server):
 
 def test_every_other_page_renders(browser, server):
     page = sign_in(browser, server, "alice")
-    for name, path in [("14-runs", "/runs/"), ("15-agents", "/agents/"), ("16-spend", "/spend/?days=7"), ("17-drills", "/drills/"), ("18-tokens", "/tokens/"), ("19-overview-after", "/")]:
+    seed = server["seed"]
+    for name, path in [("14-runs", "/runs/"), ("15-agents", "/agents/"), ("16-spend", "/spend/?days=7"), ("17-drills", "/drills/"), ("18-tokens", "/tokens/"), ("19-overview-after", "/"),
+                       ("20-pull-requests", "/pulls/?state=all"), ("21-pull-request", f"/pulls/{seed['pull_request']}/"), ("22-errors", "/errors/"), ("23-error", f"/errors/{seed['error_group']}/")]:
         response = page.goto(server["base"] + path)
         assert response.status == 200, path
         screenshot(page, name)

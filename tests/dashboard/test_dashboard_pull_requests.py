@@ -92,11 +92,13 @@ def test_the_nav_links_to_pull_requests_and_errors(team):
     assert 'href="/errors/"' in body and ">Errors<" in body
 
 
-def test_the_list_shows_open_pull_requests_and_filters_by_state(team, pr, draft):
+def test_the_list_shows_open_pull_requests_with_drafts_and_filters_by_state(team, pr, draft):
     client = client_for(team.viewer)
     body = client.get("/pulls/").content.decode()
-    assert f"/pulls/{pr.pk}/" in body and f"/pulls/{draft.pk}/" not in body
+    assert f"/pulls/{pr.pk}/" in body and f"/pulls/{draft.pk}/" in body
     assert "agent/fix-cart" in body and f"/runs/{pr.run_id}/" in body
+    body = client.get("/pulls/?state=ready").content.decode()
+    assert f"/pulls/{pr.pk}/" in body and f"/pulls/{draft.pk}/" not in body
     body = client.get("/pulls/?state=draft").content.decode()
     assert f"/pulls/{draft.pk}/" in body and f"/pulls/{pr.pk}/" not in body
     assert "No merged pull requests." in client.get("/pulls/?state=merged").content.decode()

@@ -13,7 +13,6 @@ from agentops.approvals.models import Approval
 from agentops.approvals.services import approval_decide
 from agentops.runs.controller import execute_run
 from agentops.runs.models import ExecutionStatus, StepKind, ToolExecution
-from tests.support.tools import lines
 
 
 @pytest.fixture
