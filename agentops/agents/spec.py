@@ -257,6 +257,7 @@ def apply_spec(data: dict[str, Any], *, actor: Any = "cli") -> ApplyResult:
     if errors:
         raise SpecError(errors)
     result = ApplyResult()
+    pause_changes: list[tuple[Agent, bool]] = []
     with transaction.atomic():
         for spec in data["agents"]:
             agent = Agent.objects.filter(slug=spec["slug"]).first()
@@ -267,7 +268,11 @@ def apply_spec(data: dict[str, Any], *, actor: Any = "cli") -> ApplyResult:
             agent.objective = spec["objective"]
             agent.model = spec["model"]
             agent.trust_phase = spec.get("trust_phase", 1)
-            agent.paused = spec.get("paused", False)
+            # Pausing halts the agent's runs: that goes through agent_pause after the commit below.
+            if agent.pk is None:
+                agent.paused = False
+            if spec.get("paused", False) != agent.paused:
+                pause_changes.append((agent, spec.get("paused", False)))
             agent.config = spec.get("config", {})
             agent.full_clean()
             agent.save()
@@ -301,6 +306,16 @@ def apply_spec(data: dict[str, Any], *, actor: Any = "cli") -> ApplyResult:
                 audit_record(actor=actor, action="agent.update", target=agent, before=before, after=after, detail="agentops apply")
             else:
                 result.unchanged.append(agent.slug)
+    from agentops.guardrails.killswitch import agent_pause, agent_resume
+
+    for agent, paused in pause_changes:
+        if paused:
+            agent_pause(agent=agent, actor=actor, reason="paused by agentops apply")
+        else:
+            agent_resume(agent=agent, actor=actor)
+        if agent.slug not in result.created + result.updated:
+            result.unchanged.remove(agent.slug)
+            result.updated.append(agent.slug)
     return result
 
 

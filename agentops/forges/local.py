@@ -237,7 +237,8 @@ class LocalForge(Forge):
 
     def comment(self, repo: str, number: int, body: str) -> str:
         pr = self._get(repo, number)
-        comment = PullRequestComment.objects.create(pull_request=pr, author_label=self.actor, body=body)
+        # The same write path as a person's comment, so an agent's comments are audited too.
+        comment = pull_request_comment(pr=pr, actor=self.actor, body=body)
         return f"{pull_request_url(pr)}#comment-{comment.pk}"
 
     def merge(self, repo: str, number: int) -> str:

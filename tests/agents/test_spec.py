@@ -146,3 +146,20 @@ def test_the_shipped_example_spec_applies():
     result = apply_spec(load_spec(example.read_text()))
     assert "debugging-agent" in result.created
     assert len(result.created) >= 2
+
+
+def test_pausing_through_the_spec_halts_the_agents_runs_and_is_audited():
+    from agentops.runs.services import run_create
+
+    apply_spec(copy.deepcopy(SPEC))
+    agent = Agent.objects.get(slug="researcher")
+    queued = run_create(agent=agent, input="x", enqueue=False)
+    paused = copy.deepcopy(SPEC)
+    paused["agents"][0]["paused"] = True
+    assert apply_spec(paused, actor="test").updated == ["researcher"]
+    agent.refresh_from_db()
+    queued.refresh_from_db()
+    assert agent.paused and queued.status == "killed"
+    assert AuditEvent.objects.filter(action="agent.pause", target_id=str(agent.pk)).exists()
+    assert apply_spec(copy.deepcopy(SPEC), actor="test").updated == ["researcher"]
+    assert not Agent.objects.get(slug="researcher").paused
