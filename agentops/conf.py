@@ -102,4 +102,12 @@ def database_config(url: str | None, *, default_sqlite_path: str) -> dict:
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid URL: {exc}") from None
     if config["ENGINE"].endswith("sqlite3"):
         config.setdefault("OPTIONS", {}).update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+    else:
+        # Server-side parameters let psycopg prepare the controller's hot statements once per
+        # connection instead of PostgreSQL parsing and planning them on every step.
+        # (Behind a transaction-pooling PgBouncer, set DATABASE_PREPARE_THRESHOLD=off.)
+        options = config.setdefault("OPTIONS", {})
+        options.setdefault("server_side_binding", True)
+        threshold = os.environ.get("DATABASE_PREPARE_THRESHOLD", "5")
+        options.setdefault("prepare_threshold", None if threshold.lower() in ("off", "none", "") else int(threshold))
     return config

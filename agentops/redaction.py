@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -22,16 +23,26 @@ _PATTERNS = [
 ]
 
 
-def _secret_values() -> list[str]:
-    values = getattr(settings, "AGENTOPS_SECRET_VALUES", []) or []
+def _secret_values() -> tuple[str, ...]:
+    return _usable_secrets(tuple(getattr(settings, "AGENTOPS_SECRET_VALUES", []) or []))
+
+
+@functools.lru_cache(maxsize=8)
+def _usable_secrets(values: tuple[str, ...]) -> tuple[str, ...]:
     # Short values would redact ordinary words; such a "secret" is a configuration mistake anyway.
-    return sorted((v for v in values if isinstance(v, str) and len(v) >= 8), key=len, reverse=True)
+    return tuple(sorted((v for v in values if isinstance(v, str) and len(v) >= 8), key=len, reverse=True))
+
+
+# Every pattern above starts with one of these: one scan tells whether the eight are worth running.
+_MAYBE = re.compile(r"sk-|gh[pousr]_|github_pat_|xox[abprs]-|AKIA|PRIVATE KEY|(?i:authorization)")
 
 
 def redact_text(text: str) -> str:
     for value in _secret_values():
         if value in text:
             text = text.replace(value, REDACTED)
+    if not _MAYBE.search(text):
+        return text
     for pattern in _PATTERNS:
         if pattern.groups:
             text = pattern.sub(lambda m: m.group(1) + REDACTED, text)

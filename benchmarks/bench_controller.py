@@ -21,7 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DB_NAME = "agentops_bench"
-os.environ.setdefault("DEBUG", "1")
+# Production settings: DEBUG off (with DEBUG on, Django keeps a log of every query).
+os.environ["DEBUG"] = "0"
+os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key")
 os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
 os.environ["DJANGO_SETTINGS_MODULE"] = "agentops.settings"
 # The production shape: PostgreSQL and the Redis channel layer.
@@ -56,16 +58,16 @@ def make_agent(slug: str, script: list[dict], tool: str, **policy: object):  # t
     return agent
 
 
-def overhead(iterations: int, repeats: int = 3) -> float:
+def overhead(iterations: int, repeats: int = 3, tool: str = "noop") -> float:
     """Median milliseconds per iteration."""
     from agentops.runs.controller import execute_run
     from agentops.runs.services import run_create
 
     # Distinct arguments per call keep the loop detector from (rightly) stopping a repetitive run.
-    script = [{"text": f"turn {i}", "tool_calls": [{"name": "noop", "arguments": {"n": i}}]} for i in range(iterations)] + [{"text": "done"}]
+    script = [{"text": f"turn {i}", "tool_calls": [{"name": tool, "arguments": {"n": i}}]} for i in range(iterations)] + [{"text": "done"}]
     results = []
     for r in range(repeats):
-        agent = make_agent(f"overhead-{iterations}-{r}-{time.monotonic_ns()}", script, "noop")
+        agent = make_agent(f"overhead-{iterations}-{r}-{time.monotonic_ns()}", script, tool)
         run = run_create(agent=agent, input="go", enqueue=False)
         started = time.perf_counter()
         execute_run(run.pk)
@@ -141,17 +143,18 @@ def throughput(n: int = 20, turns: int = 10, latency_s: float = 0.3) -> dict[str
 def register_noop() -> None:
     from agentops.tools.registry import Tool, ToolResult, register
 
-    register(
-        Tool(
-            name="noop",
-            description="does nothing",
-            input_schema={"type": "object"},
-            risk_class="read",
-            scope_schema={"type": "object"},
-            executor=lambda args, ctx: ToolResult(output="ok"),
-            side_effecting=False,
+    for name, risk, side_effecting in (("noop", "read", False), ("noop_write", "write", True)):
+        register(
+            Tool(
+                name=name,
+                description="does nothing",
+                input_schema={"type": "object"},
+                risk_class=risk,
+                scope_schema={"type": "object"},
+                executor=lambda args, ctx: ToolResult(output="ok"),
+                side_effecting=side_effecting,
+            )
         )
-    )
 
 
 def main() -> None:
@@ -161,6 +164,7 @@ def main() -> None:
     register_noop()
     o100 = overhead(100)
     o1000 = overhead(1000, repeats=3)
+    w1000 = overhead(1000, repeats=3, tool="noop_write")
     ks = [kill_switch() for _ in range(3)]
     tp = throughput()
     lines = [
@@ -173,14 +177,25 @@ def main() -> None:
         f"| overhead per iteration, 100-iteration run (median of 3) | {o100:.2f} ms | ≤ 2 ms |",
         f"| overhead per iteration, 1,000-iteration run (median of 3) | {o1000:.2f} ms | ≤ 2 ms |",
         f"| ratio 1,000 / 100 | {o1000 / o100:.2f}× | ≤ 1.25× |",
+        f"| same, 1,000 iterations, with a side-effecting (ledgered) no-op tool | {w1000:.2f} ms | — |",
         f"| kill switch, 20 runs in 20 worker processes inside a 60 s tool: engage → all halted (median of 3) | {statistics.median(k['halt_ms'] for k in ks):.0f} ms | ≤ 1,000 ms |",
         f"| tool or model calls started after engage (all 3 drills) | {sum(k['actions_after_engage'] for k in ks):.0f} | 0 |",
         f"| 20 concurrent runs, 11 turns of 300 ms model latency each: wall vs ideal | {tp['wall_s']:.2f} s vs {tp['ideal_s']:.2f} s = {tp['efficiency'] * 100:.0f} % | ≥ 80 % |",
         "",
-        "An iteration is one model turn plus one tool call: model_call, tool_call and observation steps,",
-        "each committed (and broadcast after commit) before the next action, with every guard checked before",
-        "the model call and the tool call. Worker processes are forked per run here, as django-q2 workers would",
-        "hold them; their start-up is inside the throughput wall time.",
+        "An iteration is one model turn plus one tool call: model_call, tool_call and observation steps, each",
+        "committed (and broadcast after commit) before the next action, with every guard checked before the",
+        "model call and the tool call. Each step write is one prepared statement that also moves the run's",
+        "counters and returns the kill-switch/pause/cancel state for the next guard. A read-only tool's",
+        "tool_call and observation share one commit (repeating a read after a crash harms nothing; a read",
+        "running past 50 ms gets its tool_call written at once); a side-effecting tool commits its tool_call",
+        "and its ledger row before it acts, hence the second overhead row. The shorter run pays its start-up",
+        "(claim, rebuild, planner) over fewer iterations. Worker processes are forked per run, as django-q2",
+        "workers would hold them; their start-up is inside the throughput wall time.",
+        "",
+        "How it got here: 9.9 ms → 5 ms (step insert and counters in one statement; one guard query; no event",
+        "loop per broadcast) → 2.5 ms (server-side binding with prepared statements: planning was 0.5 ms of",
+        "every step) → 1.4 ms (no redundant index on runs_step.run_id; secrets list cached; a read tool's two",
+        "steps in one commit; the stop state returned by the step write instead of read separately).",
         "",
     ]
     text = "\n".join(lines)

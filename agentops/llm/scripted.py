@@ -111,6 +111,17 @@ class ScriptedPlanner(Planner):
         returning a final "Script finished." turn."""
         self.turns = load_script(script)
         self.strict = strict
+        # (list identity, length, assistant count) of the conversation seen last: a conversation
+        # that only grew since is counted from where we stopped, so long runs stay linear.
+        self._seen: tuple[int, int, int] | None = None
+
+    def _assistant_turns(self, messages: list[dict]) -> int:
+        start, count = 0, 0
+        if self._seen is not None and self._seen[0] == id(messages) and self._seen[1] <= len(messages):
+            start, count = self._seen[1], self._seen[2]
+        count += sum(1 for m in messages[start:] if isinstance(m, dict) and m.get("role") == "assistant")
+        self._seen = (id(messages), len(messages), count)
+        return count
 
     def next_turn(
         self,
@@ -123,7 +134,7 @@ class ScriptedPlanner(Planner):
         on_retry: OnRetry | None = None,
     ) -> ModelTurn:
         started = time.monotonic()
-        index = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
+        index = self._assistant_turns(messages)
         if index >= len(self.turns):
             if self.strict:
                 raise PlannerError(

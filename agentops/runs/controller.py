@@ -41,7 +41,7 @@ from agentops.runs.models import (
     ToolExecution,
 )
 from agentops.runs.services import run_finish
-from agentops.runs.steps import LeaseLost, step_record
+from agentops.runs.steps import LeaseLost, step_record, steps_record
 from agentops.runs.workspace import RunServices
 from agentops.tools.registry import ScopeViolation, Tool, ToolContext, ToolError, ToolResult, get_tool
 
@@ -53,6 +53,8 @@ MODEL_OBSERVATION_LIMIT = 20_000
 COMPACTION_THRESHOLD = 0.7
 # How often a running tool polls for stop requests (kill switch, pause, cancel, lease).
 STOP_POLL_S = 0.1
+# A read-only call still running after this long gets its tool_call step written at once.
+SLOW_TOOL_S = 0.05
 HISTORY_MIN_RUNS = 5  # successful runs before history-based budget defaults apply
 
 
@@ -208,6 +210,10 @@ class RunLoop:
         self.summary = ""
         self._last_stop_poll = 0.0
         self._stop_reason: StopRun | None = None
+        self._pending_tool_call: dict[str, Any] | None = None
+        self._tool_started = 0.0
+        self._fresh_state: dict[str, bool] | None = None
+        self._tool_definitions: list[dict[str, Any]] | None = None
         self.planner = self._make_planner()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -259,12 +265,18 @@ class RunLoop:
             result=self.run_result,
         )
 
-    def record(self, kind: str, payload: dict[str, Any], counters: dict[str, Any] | None = None, **fields: Any) -> Step:
-        step = step_record(run=self.run.pk, kind=kind, payload=payload, lease_owner=self.owner, counters=counters, **fields)
+    def record_many(self, items: list[dict[str, Any]], counters: dict[str, Any] | None = None) -> list[Step]:
+        state: dict[str, bool] = {}
+        steps = steps_record(run=self.run.pk, items=items, lease_owner=self.owner, counters=counters, state_out=state)
+        # The write saw the stop state in the same statement: the next guard check may use it.
+        self._fresh_state = state or None
         # The same UPDATE moved the counters in the database; mirror them.
         for name, value in (counters or {}).items():
             setattr(self.run, name, getattr(self.run, name) + value)
-        return step
+        return steps
+
+    def record(self, kind: str, payload: dict[str, Any], counters: dict[str, Any] | None = None, **fields: Any) -> Step:
+        return self.record_many([{"kind": kind, "payload": payload, **fields}], counters)[0]
 
     def _make_planner(self) -> Any:
         from agentops.llm import get_planner
@@ -390,8 +402,9 @@ class RunLoop:
         reserved = self._reserve_daily_cost()
         remaining_tokens = self.budget.max_tokens - self.run.total_tokens
         max_tokens = max(1, min(int(self.agent.config.get("max_output_tokens", 4096)), remaining_tokens))
-        tools = [self.tool_definition(name) for name in sorted(self.grants)]
-        tools = [t for t in tools if t is not None]
+        if self._tool_definitions is None:  # grants are fixed for the life of this worker's turn at the run
+            self._tool_definitions = [t for t in (self.tool_definition(name) for name in sorted(self.grants)) if t is not None]
+        tools = self._tool_definitions
         try:
             turn = self.planner.next_turn(
                 system=self.agent.objective,
@@ -491,7 +504,10 @@ class RunLoop:
         per-run caps, daily caps, rate limit, loop detector."""
         if self.heartbeat.lost.is_set():
             raise LeaseLost(f"run {self.run.pk}")
-        stop = self.stop_state()
+        # The state as the write just before this check saw it (nothing happened in between but
+        # Python), or, when there was no such write, as the database says now.
+        fresh, self._fresh_state = self._fresh_state, None
+        stop = self._stop_from(fresh) if fresh is not None else self.stop_state()
         if stop is not None:
             raise stop
         new_call = call is not None and call.id not in self.recorded_tool_calls
@@ -518,6 +534,11 @@ class RunLoop:
         if row is None:
             return StopRun(RunStatus.FAILED, "run row vanished")
         cancel_requested, paused, killed = row
+        return self._stop_from({"cancel_requested": cancel_requested, "paused": paused, "killed": killed})
+
+    @staticmethod
+    def _stop_from(state: dict[str, bool]) -> StopRun | None:
+        cancel_requested, paused, killed = state["cancel_requested"], state["paused"], state["killed"]
         if killed:
             return StopRun(RunStatus.KILLED, "kill switch engaged")
         if paused:
@@ -593,6 +614,9 @@ class RunLoop:
             return self._stop_reason is not None
         self._last_stop_poll = now
         try:
+            if self._pending_tool_call is not None and now - self._tool_started > SLOW_TOOL_S:
+                # A slow call is shown live while it runs, not only when it ends.
+                self.flush_tool_call()
             if self.heartbeat.lost.is_set():
                 self._stop_reason = StopRun(RunStatus.FAILED, "lease lost")
             else:
@@ -622,7 +646,11 @@ class RunLoop:
             payload["counts_for_loops"] = False
         if data:
             payload["data"] = {k: v for k, v in data.items() if k not in ("workspace_diff", "run_result")}
-        self.record(StepKind.OBSERVATION, payload)
+        if self._pending_tool_call is not None and self._pending_tool_call["tool_call_id"] == call.id:
+            pending, self._pending_tool_call = self._pending_tool_call, None
+            self.record_many([{"kind": StepKind.TOOL_CALL, "payload": pending}, {"kind": StepKind.OBSERVATION, "payload": payload}], counters={"tool_calls": 1})
+        else:
+            self.record(StepKind.OBSERVATION, payload)
         self.observed.add(call.id)
         self._append_result(call.id, model_text, is_error)
         if counts_for_loops:
@@ -663,17 +691,19 @@ class RunLoop:
             emit=self.emitter(call),
             services=self.services,  # type: ignore[arg-type]
         )
-        if call.id not in self.recorded_tool_calls:
-            self.record(
-                StepKind.TOOL_CALL,
-                {"tool": call.name, "tool_call_id": call.id, "arguments": call.arguments, "idempotency_key": key, "risk_class": tool.risk_class},
-                counters={"tool_calls": 1},
-            )
+        resumed = call.id in self.recorded_tool_calls
+        if not resumed:
             self.recorded_tool_calls.add(call.id)
             self.tool_times.append(time.time())
-            resumed = False
-        else:
-            resumed = True
+            self._tool_started = time.monotonic()
+            self._pending_tool_call = {
+                "tool": call.name, "tool_call_id": call.id, "arguments": call.arguments, "idempotency_key": key, "risk_class": tool.risk_class,
+            }
+            # A side effect, or anything a person may have to approve, is on record (committed)
+            # before it happens. A read-only call is recorded with its observation in one commit:
+            # if the worker dies meanwhile, repeating a read harms nothing.
+            if tool.side_effecting or self.approval_needed_statically(tool, grant):
+                self.flush_tool_call()
         decision = self.approval_gate(call, tool, grant, ctx, resumed=resumed)
         if decision is not None:
             return self.observe(call, decision, is_error=True, counts_for_loops=False)
@@ -685,6 +715,16 @@ class RunLoop:
             self.run_result.update(result.data["run_result"])
             Run.objects.filter(pk=self.run.pk).update(result=self.run_result)
         self.observe(call, result.output, is_error=result.is_error, data=result.data)
+
+    def flush_tool_call(self) -> None:
+        """Write the pending tool_call step now (before a side effect, or before streamed output)."""
+        if self._pending_tool_call is not None:
+            payload, self._pending_tool_call = self._pending_tool_call, None
+            self.record(StepKind.TOOL_CALL, payload, counters={"tool_calls": 1})
+
+    @staticmethod
+    def approval_needed_statically(tool: Tool, grant: ToolGrant) -> bool:
+        return grant.approval == ApprovalOverride.ALWAYS or tool.risk_class == "irreversible"
 
     def approval_gate(self, call: PendingCall, tool: Tool, grant: ToolGrant, ctx: ToolContext, *, resumed: bool) -> str | None:
         """None to proceed; a text (the observation) when a person said no; raises to wait."""
@@ -760,6 +800,7 @@ class RunLoop:
                 buffer.clear()
                 last[0] = time.monotonic()
                 if chunk:
+                    self.flush_tool_call()  # the call comes before its output in the trace
                     self.record(StepKind.PROGRESS, {"tool_call_id": call.id, "tool": call.name, "output": chunk[-8000:]})
 
         return emit

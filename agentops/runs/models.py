@@ -111,7 +111,8 @@ class StepKind(models.TextChoices):
 
 
 class Step(models.Model):
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    # No index of its own: the unique (run, seq) index serves every lookup by run.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps", db_index=False)
     seq = models.PositiveIntegerField()
     kind = models.CharField(max_length=20, choices=StepKind.choices)
     # Payload is truncated for display; the whole text lives in an Artifact.
