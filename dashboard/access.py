@@ -25,6 +25,8 @@ CHANGE_GRANT = "agents.change_toolgrant"
 DELETE_GRANT = "agents.delete_toolgrant"
 ADD_TRIGGER = "agents.add_trigger"
 CHANGE_TRIGGER = "agents.change_trigger"
+# Starting a run spends money and acts: the people who decide what agents do may start one.
+START_RUN = DECIDE
 # Merging, closing and commenting on the local forge's pull requests is deciding what ships.
 REVIEW_PULL_REQUEST = DECIDE
 # An error project's DSN is a credential: only whoever may change the project sees it.

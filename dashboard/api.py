@@ -146,8 +146,10 @@ def openapi(request: HttpRequest) -> JsonResponse:
     return JsonResponse(SCHEMA)
 
 
-@api_view("GET")
+@api_view("GET", "POST")
 def runs(request: HttpRequest) -> JsonResponse:
+    if request.method == "POST":
+        return _run_start(request)
     qs = Run.objects.select_related("agent").order_by("-id")
     status = request.GET.get("status")
     if status:
@@ -162,6 +164,31 @@ def runs(request: HttpRequest) -> JsonResponse:
     limit = _int_param(request, "limit", 50, maximum=MAX_LIMIT) or 50
     items = list(qs[:limit])
     return JsonResponse({"runs": [run_json(r) for r in items], "next_before_id": items[-1].pk if len(items) == limit else None})
+
+
+def _run_start(request: HttpRequest) -> JsonResponse:
+    from agentops.agents.models import Agent, TriggerKind
+    from agentops.runs.services import RunRefused, run_create
+
+    access.require_perm(request.user, access.START_RUN)
+    data = _body(request)
+    agent = Agent.objects.filter(slug=str(data.get("agent", ""))).first()
+    if agent is None:
+        raise ApiError(400, "agent must be the slug of an existing agent")
+    text = str(data.get("input", "")).strip()
+    if not text:
+        raise ApiError(400, "input is required: what the run should do")
+    try:
+        created = run_create(
+            agent=agent,
+            input=text,
+            actor=request.user,
+            trigger=agent.triggers.filter(kind=TriggerKind.MANUAL, enabled=True).first(),
+            trigger_kind=TriggerKind.MANUAL,
+        )
+    except RunRefused as exc:
+        raise ApiError(409, f"run refused: {exc}") from None
+    return JsonResponse(run_json(created), status=201)
 
 
 @api_view("GET")

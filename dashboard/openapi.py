@@ -51,7 +51,19 @@ SCHEMA: dict[str, Any] = {
                     _query("limit", {"type": "integer", "maximum": 500, "default": 50}, "page size"),
                 ],
                 "responses": {"200": _json({"type": "object", "properties": {"runs": {"type": "array", "items": _ref("Run")}, "next_before_id": {"type": ["integer", "null"]}}}), **_ERRORS},
-            }
+            },
+            "post": {
+                "summary": "Start a run of an agent (approvers and admins)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {
+                        "type": "object",
+                        "required": ["agent", "input"],
+                        "properties": {"agent": {"type": "string", "description": "agent slug"}, "input": {"type": "string", "description": "what the run should do"}},
+                    }}},
+                },
+                "responses": {"201": _json(_ref("Run"), "Created (queued)"), "409": _json(_ref("Error"), "Refused: kill switch, paused agent or daily cap"), **_ERRORS},
+            },
         },
         "/runs/{run_id}/": {"get": {"summary": "One run", "parameters": [_id("run_id")], "responses": {"200": _json(_ref("Run")), **_ERRORS}}},
         "/runs/{run_id}/steps/": {

@@ -15,6 +15,7 @@ urlpatterns = [
     path("agents/<slug:slug>/edit/", views.agent_edit, name="agent_edit"),
     path("agents/<slug:slug>/pause/", views.agent_pause, name="agent_pause"),
     path("agents/<slug:slug>/resume/", views.agent_resume, name="agent_resume"),
+    path("agents/<slug:slug>/runs/start/", views.agent_run_start, name="agent_run_start"),
     path("agents/<slug:slug>/grants/new/", views.grant_save, name="grant_add"),
     path("agents/<slug:slug>/grants/<int:grant_id>/", views.grant_save, name="grant_save"),
     path("agents/<slug:slug>/grants/<int:grant_id>/delete/", views.grant_delete, name="grant_delete"),

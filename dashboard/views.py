@@ -372,6 +372,32 @@ def agent_pause(request: HttpRequest, slug: str) -> HttpResponse:
 
 @member_required
 @require_POST
+def agent_run_start(request: HttpRequest, slug: str) -> HttpResponse:
+    from agentops.agents.models import TriggerKind
+    from agentops.runs.services import RunRefused, run_create
+
+    agent = _agent(slug)
+    require_perm(request.user, access.START_RUN)
+    text = request.POST.get("input", "").strip()
+    if not text:
+        messages.error(request, "Say what the run should do.")
+        return redirect("dashboard:agent_detail", slug=agent.slug)
+    try:
+        run = run_create(
+            agent=agent,
+            input=text,
+            actor=request.user,
+            trigger=agent.triggers.filter(kind=TriggerKind.MANUAL, enabled=True).first(),
+            trigger_kind=TriggerKind.MANUAL,
+        )
+    except RunRefused as exc:
+        messages.error(request, f"Run refused: {exc}")
+        return redirect("dashboard:agent_detail", slug=agent.slug)
+    return redirect("dashboard:run_detail", run_id=run.pk)
+
+
+@member_required
+@require_POST
 def agent_resume(request: HttpRequest, slug: str) -> HttpResponse:
     from agentops.guardrails.killswitch import agent_resume
 

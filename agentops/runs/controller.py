@@ -642,6 +642,8 @@ class RunLoop:
         if len(model_text) > MODEL_OBSERVATION_LIMIT:
             model_text = model_text[:MODEL_OBSERVATION_LIMIT] + f"\n[output truncated: {len(text)} characters in all]"
         payload: dict[str, Any] = {"tool_call_id": call.id, "tool": call.name, "output": model_text, "is_error": is_error}
+        if self.services.sandbox_backend:
+            payload["sandbox"] = self.services.sandbox_backend
         if not counts_for_loops:
             payload["counts_for_loops"] = False
         if data:
@@ -764,7 +766,7 @@ class RunLoop:
             event="approval",
             subject=f"{self.agent.name} asks to run {call.name}",
             text=f"Run {self.run.pk} waits for a person: {why}.",
-            path=f"/approvals/{approval.pk}/",
+            path=f"/approvals/#approval-{approval.pk}",
         )
         raise WaitForApproval()
 
@@ -801,7 +803,10 @@ class RunLoop:
                 last[0] = time.monotonic()
                 if chunk:
                     self.flush_tool_call()  # the call comes before its output in the trace
-                    self.record(StepKind.PROGRESS, {"tool_call_id": call.id, "tool": call.name, "output": chunk[-8000:]})
+                    self.record(
+                        StepKind.PROGRESS,
+                        {"tool_call_id": call.id, "tool": call.name, "output": chunk[-8000:], "sandbox": self.services.sandbox_backend},
+                    )
 
         return emit
 

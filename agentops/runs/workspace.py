@@ -76,6 +76,11 @@ class RunServices:
     def has_sandbox(self) -> bool:
         return self._sandbox is not None
 
+    @property
+    def sandbox_backend(self) -> str | None:
+        """Which isolation this run's commands get (named on every step a sandbox produced)."""
+        return getattr(self._sandbox, "backend", None)
+
     def close(self) -> None:
         if self._sandbox is not None:
             try:

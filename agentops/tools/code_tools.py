@@ -548,6 +548,14 @@ def open_pull_request(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         "paths": diff_paths(diff),
     }
     kind = "draft pull request" if info.draft else "pull request (ready for review)"
+    from agentops.notify import notify
+
+    notify(
+        event="pull_request",
+        subject=f"{ctx.agent.name} opened {kind} #{info.number}: {title}",
+        text=f"All gates passed (tests in a fresh sandbox, no test weakened, diff limits, no secrets). Run {ctx.run.pk}.",
+        path=f"/runs/{ctx.run.pk}/",
+    )
     return ToolResult(
         output=f"Opened {kind} #{info.number}: {info.url}\nAll gates passed:\n{verification.summary()[:3000]}",
         data={"workspace_diff": diff, "pull_request": pull, "run_result": {"pull_request": pull, "patch": diff}},

@@ -25,6 +25,7 @@ def call(client, method, path, token=None, body=None):
 
 ENDPOINTS = [
     ("GET", "/api/v1/runs/"),
+    ("POST", "/api/v1/runs/"),
     ("GET", "/api/v1/runs/{run}/"),
     ("GET", "/api/v1/runs/{run}/steps/"),
     ("POST", "/api/v1/runs/{run}/cancel/"),
@@ -108,3 +109,27 @@ def test_the_openapi_schema_describes_every_endpoint(client, db):
     assert schema["openapi"].startswith("3.")
     assert set(schema["paths"]) == {"/runs/", "/runs/{run_id}/", "/runs/{run_id}/steps/", "/runs/{run_id}/cancel/", "/approvals/", "/approvals/{approval_id}/decide/", "/kill-switch/"}
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_an_approver_starts_a_run_through_the_api(client, tokens, agent):
+    from agentops.runs.models import Run
+
+    response = call(client, "POST", "/api/v1/runs/", tokens["approver"], {"agent": agent.slug, "input": "check the pool"})
+    assert response.status_code == 201
+    run = Run.objects.get(pk=response.json()["id"])
+    assert (run.agent_id, run.input, run.status, run.trigger_kind) == (agent.pk, "check the pool", RunStatus.QUEUED, "manual")
+
+
+def test_a_viewer_cannot_start_a_run_through_the_api(client, tokens, agent):
+    from agentops.runs.models import Run
+
+    response = call(client, "POST", "/api/v1/runs/", tokens["viewer"], {"agent": agent.slug, "input": "x"})
+    assert response.status_code == 403 and not Run.objects.filter(agent=agent).exists()
+
+
+def test_starting_a_run_needs_a_known_agent_and_an_input_and_says_when_refused(client, tokens, agent):
+    assert call(client, "POST", "/api/v1/runs/", tokens["approver"], {"agent": "nope", "input": "x"}).status_code == 400
+    assert call(client, "POST", "/api/v1/runs/", tokens["approver"], {"agent": agent.slug, "input": " "}).status_code == 400
+    call(client, "POST", "/api/v1/kill-switch/", tokens["owner"], {"engaged": True, "reason": "incident"})
+    refused = call(client, "POST", "/api/v1/runs/", tokens["approver"], {"agent": agent.slug, "input": "x"})
+    assert refused.status_code == 409 and "kill switch" in refused.json()["error"]

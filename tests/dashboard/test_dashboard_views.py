@@ -286,6 +286,35 @@ def test_a_viewer_cannot_decide(team, approval):
 # --- runs ------------------------------------------------------------------------------------
 
 
+def test_an_approver_starts_a_run_by_hand_and_lands_on_it(team, agent):
+    response = csrf_post(team.approver, f"/agents/{agent.slug}/runs/start/", {"input": "look at the checkout errors"}, page=f"/agents/{agent.slug}/")
+    run = Run.objects.get(agent=agent)
+    assert response.status_code == 302 and response["Location"] == f"/runs/{run.pk}/"
+    assert (run.status, run.trigger_kind, run.input) == (RunStatus.QUEUED, "manual", "look at the checkout errors")
+    assert AuditEvent.objects.filter(action="run.create", actor_label=team.approver.username).exists()
+
+
+def test_a_viewer_cannot_start_a_run_and_an_outsider_gets_403(team, agent):
+    for user in (team.viewer, team.outsider):
+        assert csrf_post(user, f"/agents/{agent.slug}/runs/start/", {"input": "x"}).status_code == 403
+    assert not Run.objects.filter(agent=agent).exists()
+
+
+def test_starting_a_run_without_a_csrf_token_is_refused(team, agent):
+    response = client_for(team.approver, csrf=True).post(f"/agents/{agent.slug}/runs/start/", {"input": "x"})
+    assert response.status_code == 403 and not Run.objects.filter(agent=agent).exists()
+
+
+def test_a_refused_run_says_why(team, agent):
+    from agentops.guardrails.killswitch import kill_switch_engage
+
+    kill_switch_engage(actor=team.owner, reason="incident")
+    client = client_for(team.approver)
+    page = client.post(f"/agents/{agent.slug}/runs/start/", {"input": "x"}, follow=True)
+    assert not Run.objects.filter(agent=agent).exists()
+    assert "Run refused: kill switch engaged" in page.content.decode()
+
+
 def test_an_approver_stops_a_run(team, agent):
     run = make_run(agent, status=RunStatus.QUEUED)
     csrf_post(team.approver, f"/runs/{run.pk}/stop/", {"reason": "looks wrong"}, page=f"/runs/{run.pk}/")

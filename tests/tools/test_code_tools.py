@@ -355,3 +355,8 @@ def test_the_scripted_debugging_agent_goes_from_error_to_verified_pull_request(b
     observations = [s.payload for s in Step.objects.filter(run=run, kind="observation").order_by("seq")]
     failing_then_passing = [o["output"].split("\n")[0] for o in observations if o["tool"] == "run_tests"]
     assert failing_then_passing[0].startswith("FAILED") and failing_then_passing[1].startswith("PASSED")
+    # Every step a sandbox produced names the isolation it ran under.
+    sandboxed = [o for o in observations if o["tool"] in ("run_tests", "write_file", "repo_read_file")]
+    assert sandboxed and {o.get("sandbox") for o in sandboxed} == {"bubblewrap"}
+    progress = Step.objects.filter(run=run, kind="progress")
+    assert progress.exists() and {p.payload.get("sandbox") for p in progress} == {"bubblewrap"}
