@@ -167,8 +167,8 @@ def runs(request: HttpRequest) -> JsonResponse:
 
 
 def _run_start(request: HttpRequest) -> JsonResponse:
-    from agentops.agents.models import Agent, TriggerKind
-    from agentops.runs.services import RunRefused, run_create
+    from agentops.agents.models import Agent
+    from agentops.runs.services import RunRefused, run_start_by_person
 
     access.require_perm(request.user, access.START_RUN)
     data = _body(request)
@@ -179,13 +179,7 @@ def _run_start(request: HttpRequest) -> JsonResponse:
     if not text:
         raise ApiError(400, "input is required: what the run should do")
     try:
-        created = run_create(
-            agent=agent,
-            input=text,
-            actor=request.user,
-            trigger=agent.triggers.filter(kind=TriggerKind.MANUAL, enabled=True).first(),
-            trigger_kind=TriggerKind.MANUAL,
-        )
+        created = run_start_by_person(agent=agent, input=text, actor=request.user)
     except RunRefused as exc:
         raise ApiError(409, f"run refused: {exc}") from None
     return JsonResponse(run_json(created), status=201)

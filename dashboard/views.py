@@ -373,8 +373,7 @@ def agent_pause(request: HttpRequest, slug: str) -> HttpResponse:
 @member_required
 @require_POST
 def agent_run_start(request: HttpRequest, slug: str) -> HttpResponse:
-    from agentops.agents.models import TriggerKind
-    from agentops.runs.services import RunRefused, run_create
+    from agentops.runs.services import RunRefused, run_start_by_person
 
     agent = _agent(slug)
     require_perm(request.user, access.START_RUN)
@@ -383,13 +382,7 @@ def agent_run_start(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, "Say what the run should do.")
         return redirect("dashboard:agent_detail", slug=agent.slug)
     try:
-        run = run_create(
-            agent=agent,
-            input=text,
-            actor=request.user,
-            trigger=agent.triggers.filter(kind=TriggerKind.MANUAL, enabled=True).first(),
-            trigger_kind=TriggerKind.MANUAL,
-        )
+        run = run_start_by_person(agent=agent, input=text, actor=request.user)
     except RunRefused as exc:
         messages.error(request, f"Run refused: {exc}")
         return redirect("dashboard:agent_detail", slug=agent.slug)

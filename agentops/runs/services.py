@@ -90,6 +90,19 @@ def run_create(
     return run
 
 
+def run_start_by_person(*, agent: Agent, input: str, actor: Actor) -> Run:
+    """A person's Start (dashboard, API): attributed to the agent's manual trigger when it has one."""
+    from agentops.agents.models import TriggerKind
+
+    return run_create(
+        agent=agent,
+        input=input,
+        actor=actor,
+        trigger=agent.triggers.filter(kind=TriggerKind.MANUAL, enabled=True).first(),
+        trigger_kind=TriggerKind.MANUAL,
+    )
+
+
 def resolve_planner_kind(kind: str) -> str:
     """`auto`: Claude when an API key is configured, else the agent's recorded script."""
     from django.conf import settings

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def demo(*args: str) -> str:
     out = io.StringIO()
-    call_command("demo", "--spec", "/nonexistent.yaml", *args, stdout=out)
+    call_command("demo", *args, stdout=out)
     return out.getvalue()
 
 
@@ -26,8 +26,8 @@ def test_demo_setup_is_idempotent(settings, tmp_path):
     settings.AGENTOPS_FORGE_ROOT = tmp_path / "forge"
     first = demo()
     second = demo()
-    assert "agent 'debugging-agent' created" in first and "exists" in second
-    assert ErrorProject.objects.count() == 1 and Agent.objects.count() == 1
+    assert "created ['debugging-agent', 'test-expansion-agent']" in first and "created -, updated -" in second
+    assert ErrorProject.objects.count() == 1 and Agent.objects.count() == 2
     assert Trigger.objects.filter(kind="error").count() == 1
     repo = tmp_path / "forge" / "checkout-service.git"
     log = subprocess.run(["git", "log", "--oneline", "main"], cwd=repo, capture_output=True, text=True, check=True).stdout

@@ -17,51 +17,14 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from agentops.agents.models import Agent, Policy, ToolGrant, Trigger, TriggerKind
+from agentops.agents.models import Agent, Trigger, TriggerKind
 from agentops.forges.local import local_repo_create
-from agentops.llm.prices import DEFAULT_MODEL
 from agentops.triggers.models import ErrorProject
 
 AGENT_SLUG = "debugging-agent"
 REPOSITORY = "checkout-service"
 PROJECT = "checkout"
 
-# Used only when examples/agents.yaml does not define the agent.
-FALLBACK_AGENT: dict[str, Any] = {
-    "name": "Debugging agent",
-    "objective": (
-        "You are the debugging agent. When a critical production error arrives, read its stack trace and frequency, "
-        "read the code, find the root cause, fix it in the sandbox, prove the fix with the repository's tests, and "
-        "deliver it as your trust phase allows (a report, or a pull request on a branch under agent/). "
-        "Never weaken, skip or delete a test."
-    ),
-    "model": DEFAULT_MODEL,
-    "trust_phase": 3,
-    "config": {
-        "repository": REPOSITORY,
-        "forge": "local",
-        "base_branch": "main",
-        "test_command": "python3 -m pytest -q",
-        "planner": "scripted",
-        "script": "examples/scripts/debugging-agent.yaml",
-    },
-}
-FALLBACK_GRANTS: dict[str, dict[str, Any]] = {
-    "error_get_group": {"projects": [PROJECT]},
-    "error_list_events": {"projects": [PROJECT]},
-    "repo_list_files": {},
-    "repo_read_file": {},
-    "repo_search": {},
-    "write_file": {},
-    "apply_patch": {},
-    "run_command": {},
-    "run_tests": {},
-    "git_commit": {"branch_prefix": "agent/"},
-    "open_pull_request": {"branch_prefix": "agent/"},
-    "comment_pull_request": {},
-    "merge_pull_request": {},
-    "submit_report": {},
-}
 TRIGGER_RULES = {"project": PROJECT, "min_level": "error", "tags": {"service": "checkout"}, "min_count": 1, "window_s": 300}
 
 
@@ -110,16 +73,11 @@ class Command(BaseCommand):
             self.stdout.write(proc.stdout.strip())
 
     def _ensure_agent(self) -> Agent:
+        # The agent comes from the spec (examples/agents.yaml): one definition, applied like any other.
         agent = Agent.objects.filter(slug=AGENT_SLUG).first()
         if agent is None:
-            agent = Agent.objects.create(slug=AGENT_SLUG, **FALLBACK_AGENT)
-            Policy.objects.create(agent=agent)
-            for tool, scope in FALLBACK_GRANTS.items():
-                ToolGrant.objects.create(agent=agent, tool=tool, scope=scope)
-            self.stdout.write(f"agent {AGENT_SLUG!r} created (phase {agent.trust_phase}, scripted planner)")
-        else:
-            Policy.objects.get_or_create(agent=agent)
-            self.stdout.write(f"agent {AGENT_SLUG!r} exists (phase {agent.trust_phase}, planner {agent.config.get('planner')})")
+            raise CommandError(f"no agent {AGENT_SLUG!r}: apply a spec that defines it (--spec)")
+        self.stdout.write(f"agent {AGENT_SLUG!r} (phase {agent.trust_phase}, planner {agent.config.get('planner')})")
         return agent
 
     def _ensure_trigger(self, agent: Agent) -> None:
