@@ -4,11 +4,9 @@ django-q2 Redis broker."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from channels.testing import WebsocketCommunicator
 
 from agentops.runs.models import Run
 from tests.runs.test_durability import database_url
+from tests.support.processes import FINAL, qcluster, wait_for_status
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS = os.environ.get("AGENTOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -95,20 +94,11 @@ def test_the_django_q2_redis_broker_carries_runs_to_a_worker(make_agent, redis_u
     env["AGENTOPS_Q_NAME"] = prefix  # a queue of its own on the shared Redis
     script = [{"text": "w", "tool_calls": [{"name": "test_append", "arguments": {"text": "via redis"}}]}, {"text": "done"}]
     agent = make_agent(script=script, grants={"test_append": {"path": str(tmp_path / "effects")}})
-    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
+    log = tmp_path / "qcluster.log"
+    with qcluster(env, log):
         # Enqueued from another process through the Redis broker, exactly as the web server would.
         subprocess.run([sys.executable, "manage.py", "agentops", "run", agent.slug, "--input", "go"], cwd=ROOT, env=env, check=True, capture_output=True)
         run = Run.objects.get(agent=agent)
-        deadline = time.monotonic() + 60
-        while Run.objects.get(pk=run.pk).status not in ("succeeded", "failed", "killed", "budget_exceeded"):
-            assert time.monotonic() < deadline, "the Redis broker never delivered the run"
-            time.sleep(0.2)
-        assert Run.objects.get(pk=run.pk).status == "succeeded"
+        status = wait_for_status(run.pk, FINAL, timeout=60, what="the Redis broker never delivered the run", log_path=log)
+        assert status == "succeeded"
         assert (tmp_path / "effects").read_text().count("via redis") == 1
-    finally:
-        os.killpg(cluster.pid, signal.SIGTERM)
-        try:
-            cluster.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(cluster.pid, signal.SIGKILL)

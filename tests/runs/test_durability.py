@@ -13,6 +13,7 @@ import pytest
 from django.db import connection
 
 from agentops.runs.models import Run, Step, StepKind, ToolExecution
+from tests.support.processes import FINAL, qcluster, wait_for_status
 from tests.support.tools import lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,25 +107,13 @@ def test_a_real_django_q2_worker_runs_an_enqueued_run_and_resumes_it_after_appro
     agent = make_agent(script=script, grants={"test_echo": {}, "test_pay": {"path": str(ledger)}}, trust_phase=3)
     env = {**os.environ, "DEBUG": "1", "DATABASE_URL": database_url(), "AGENTOPS_TOOL_MODULES": "tests.support.tools"}
     env.pop("REDIS_URL", None)
-    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
+    log = tmp_path / "qcluster.log"
+    with qcluster(env, log):
         run = run_create(agent=agent, input="pay the invoice", actor="test")
-        deadline = time.monotonic() + 60
-        while Run.objects.get(pk=run.pk).status != "waiting_approval":
-            assert time.monotonic() < deadline, "the worker never reached the approval"
-            time.sleep(0.1)
+        wait_for_status(run.pk, ("waiting_approval",), timeout=60, what="the worker never reached the approval", log_path=log)
         assert not ledger.exists()
         admin = User.objects.create_superuser("root", password="pw")
         approval_decide(approval=Approval.objects.get(run=run), actor=admin, approve=True)
-        while Run.objects.get(pk=run.pk).status not in ("succeeded", "failed", "killed", "budget_exceeded"):
-            assert time.monotonic() < deadline + 30, "the worker never finished the run"
-            time.sleep(0.1)
-        run.refresh_from_db()
-        assert run.status == "succeeded", run.status_reason
+        status = wait_for_status(run.pk, FINAL, timeout=60, what="the worker never finished the run", log_path=log)
+        assert status == "succeeded", Run.objects.get(pk=run.pk).status_reason
         assert len(lines(ledger)) == 1
-    finally:
-        os.killpg(cluster.pid, signal.SIGTERM)
-        try:
-            cluster.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(cluster.pid, signal.SIGKILL)
