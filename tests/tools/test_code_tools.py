@@ -360,3 +360,45 @@ def test_the_scripted_debugging_agent_goes_from_error_to_verified_pull_request(b
     assert sandboxed and {o.get("sandbox") for o in sandboxed} == {"bubblewrap"}
     progress = Step.objects.filter(run=run, kind="progress")
     assert progress.exists() and {p.payload.get("sandbox") for p in progress} == {"bubblewrap"}
+
+
+@pytest.mark.slow
+def test_the_debugging_agent_on_claude_fixes_the_bug_through_the_real_sdk(bubblewrap, forge_repo, group, make_agent, start_run, settings):
+    """The same story on the anthropic planner: the real SDK talks to a local Messages API server that
+    answers with the recorded turns, so tool definitions, tool_use ids and tool_result pairing all
+    cross a real socket in the API's own format."""
+    from tests.fakes.anthropic_server import FakeAnthropic, message, tool_use
+
+    turns = yaml.safe_load(SCRIPT.read_text())
+    seen: list[dict] = []
+
+    def answer(request: dict) -> dict:
+        seen.append(request)
+        index = sum(1 for m in request["messages"] if m["role"] == "assistant")
+        if index >= len(turns):
+            return message("Done.", input_tokens=2000, output_tokens=50)
+        turn = turns[index]
+        calls = [tool_use(c["name"], c.get("arguments", {}), id=f"toolu_{index}_{i}") for i, c in enumerate(turn.get("tool_calls") or [])]
+        return message(turn.get("text"), calls, input_tokens=3000, output_tokens=400)
+
+    settings.ANTHROPIC_API_KEY = "sk-ant-test-" + "k" * 30
+    settings.ANTHROPIC_BACKOFF_S = 0.01
+    with FakeAnthropic(handler=answer) as fake:
+        settings.ANTHROPIC_BASE_URL = fake.base_url
+        agent = make_agent(slug="debugging-agent", trust_phase=3, config={**CONFIG, "planner": "anthropic"}, grants={k: dict(v) for k, v in GRANTS.items()})
+        run = start_run(agent, "A critical error", context={"error_group_id": group.pk}, fingerprint=f"error:{group.pk}")
+    assert run.status == RunStatus.SUCCEEDED, (run.status_reason, run.final_error)
+    assert run.planner_kind == "anthropic" and run.cost_usd > 0
+    assert len(seen) == len(turns) and run.input_tokens == 3000 * len(turns)
+    pr = PullRequest.objects.get(run=run)
+    assert (pr.draft, pr.status) == (False, PullRequestStatus.OPEN) and "CHECKOUT_DB_POOL_SIZE" in pr.diff
+    # What the API received: every granted tool (trust phase 3 sees merge), and every tool_use answered.
+    assert sorted(t["name"] for t in seen[0]["tools"]) == sorted(GRANTS)
+    # The Messages API takes an object schema and a description for every tool.
+    assert all(t["input_schema"]["type"] == "object" and t["description"] for t in seen[0]["tools"])
+    for request in seen[1:]:
+        last = request["messages"][-1]
+        asked = [b["id"] for b in request["messages"][-2]["content"] if b["type"] == "tool_use"]
+        assert [b["tool_use_id"] for b in last["content"] if b["type"] == "tool_result"] == asked
+    # The API key never reached storage.
+    assert not Step.objects.filter(run=run, payload__icontains="sk-ant-test").exists()
