@@ -68,9 +68,8 @@ def test_the_demo_goes_from_a_real_error_to_a_merged_pull_request_in_the_browser
         # The error reported by sentry-sdk started one run of the debugging agent; it ends with a PR.
         page.goto(f"{url}/runs/1/")
         expect(page.get_by_text("Succeeded", exact=True).first).to_be_visible(timeout=120_000)
-        # The timeline updates live; the pull request card is part of the page a reload renders.
-        page.reload()
-        expect(page.get_by_role("link", name="Fix connection pool exhaustion in checkout service")).to_be_visible()
+        # The run's header updates live, pull request link included.
+        expect(page.locator("#run-summary").get_by_role("link", name="Fix connection pool exhaustion in checkout service")).to_be_visible()
         page.screenshot(path=str(SHOTS / "demo-run.png"))
         page.goto(f"{url}/errors/")
         expect(page.get_by_text("ConnectionPoolExhaustedError").first).to_be_visible()
