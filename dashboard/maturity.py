@@ -46,11 +46,12 @@ def _risk_class(tool_name: str) -> str:
 def _scope_problems(tool_name: str, scope: Any) -> list[str]:
     from agentops.tools.registry import get_tool
 
-    if not scope:
-        return ["no scope"]
     tool = get_tool(tool_name)
     if tool is None:
         return ["unknown tool"]
+    # A tool with nothing to narrow (it only ever acts on the run's own work) is as narrow as it gets.
+    if not scope and tool.scope_schema.get("properties"):
+        return ["no scope"]
     return tool.scope_errors(scope)
 
 

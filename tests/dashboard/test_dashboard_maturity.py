@@ -47,6 +47,23 @@ def test_a_grant_without_a_scope_makes_it_an_internal_tool():
     assert name == INTERNAL and "http_get" in reasons[0]
 
 
+def test_a_tool_with_nothing_to_narrow_needs_no_scope():
+    # wait has an empty scope schema: it can only ever wait.
+    assert tier(grants=SCOPED + [grant("wait", {})])[0] == PRODUCTION
+
+
+def test_the_shipped_debugging_agent_is_beta_ready_until_a_drill_passes():
+    from pathlib import Path
+
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "agents.yaml").read_text())
+    debugging = next(a for a in spec["agents"] if a["slug"] == "debugging-agent")
+    grants = [grant(g["tool"], g.get("scope", {}), g.get("approval", "default")) for g in debugging["tools"]]
+    assert tier(grants=grants, drill_passed_at=None)[0] == BETA
+    assert tier(grants=grants)[0] == PRODUCTION
+
+
 def test_a_scope_that_fails_the_tools_schema_is_not_narrow():
     assert tier(grants=[grant("send_email", {"domains": ["x"]})])[0] == INTERNAL
 
