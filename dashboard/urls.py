@@ -26,7 +26,6 @@ urlpatterns = [
     path("runs/<int:run_id>/steps/", views.run_steps, name="run_steps"),
     path("runs/<int:run_id>/steps/<int:seq>/<str:field>/", views.step_text, name="step_text"),
     path("runs/<int:run_id>/stop/", views.run_stop, name="run_stop"),
-    path("runs/<int:run_id>/merge/", views.run_merge, name="run_merge"),
     path("pulls/", views.pull_request_list, name="pull_request_list"),
     path("pulls/<int:pk>/", views.pull_request_detail, name="pull_request"),
     path("pulls/<int:pk>/merge/", views.pull_request_merge, name="pull_request_merge"),

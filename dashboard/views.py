@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal
@@ -29,7 +28,12 @@ from agentops.forges.base import ForgeError
 from agentops.forges.models import PullRequest, PullRequestStatus
 from agentops.guardrails.models import DailyUsage, Drill
 from agentops.runs.models import ACTIVE_STATUSES, Run, Step, StepKind
-from agentops.triggers.models import ErrorCount, ErrorGroup, ErrorProject, TriggerRefusal
+from agentops.triggers.models import (
+    ErrorCount,
+    ErrorGroup,
+    ErrorProject,
+    TriggerRefusal,
+)
 from dashboard import access, forms, services, timeline
 from dashboard.access import member_required, require_perm
 from dashboard.maturity import TIER_CSS, last_passed_drill_at, maturity_tier
@@ -42,26 +46,6 @@ def _safe_next(request: HttpRequest, default: str) -> str:
     if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
         return target
     return default
-
-
-def _lazy(module_names: tuple[str, ...], name: str) -> Any:
-    """A domain function another part of the project may not have written yet."""
-    for module_name in module_names:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        if hasattr(module, name):
-            return getattr(module, name)
-    return None
-
-
-def drill_run_function() -> Any:
-    return _lazy(("agentops.guardrails.drills",), "drill_run")
-
-
-def pr_merge_function() -> Any:
-    return _lazy(("agentops.forges.services", "agentops.forges.local", "agentops.forges"), "pull_request_merge")
 
 
 # --- overview --------------------------------------------------------------------------------
@@ -161,26 +145,23 @@ def drills(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "dashboard/drills.html",
-        {"drills": Drill.objects.select_related("started_by")[:50], "drills_available": drill_run_function() is not None},
+        {"drills": Drill.objects.select_related("started_by")[:50]},
     )
 
 
 @member_required
 @require_POST
 def drill_start(request: HttpRequest) -> HttpResponse:
+    from agentops.guardrails.drills import DrillRefused, drill_run
+
     require_perm(request.user, access.DRILL)
-    drill_run = drill_run_function()
-    if drill_run is None:
-        messages.error(request, "Drills are not available in this build (agentops.guardrails.drills.drill_run is missing).")
-        return redirect("dashboard:drills")
     try:
         synthetic = max(1, min(20, int(request.POST.get("synthetic_runs") or 5)))
     except ValueError:
         synthetic = 5
-    refused = getattr(importlib.import_module(drill_run.__module__), "DrillRefused", ())
     try:
         drill = drill_run(actor=request.user, synthetic_runs=synthetic)
-    except refused as exc:
+    except DrillRefused as exc:
         messages.error(request, f"Drill refused: {exc}")
         return redirect("dashboard:drills")
     if drill.status == "passed":
@@ -455,7 +436,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "pull_request": pr if isinstance(pr, dict) else None,
         "local_pr": local_pr,
         "pr_status": (local_pr.status if local_pr else (pr or {}).get("status", "")) if isinstance(pr, dict) else "",
-        "can_merge": local_pr is not None and local_pr.status == "open" and not local_pr.draft and pr_merge_function() is not None,
+        "can_merge": local_pr is not None and local_pr.status == "open" and not local_pr.draft,
         "step_kinds": Step._meta.get_field("kind").choices,
     }
     return render(request, "dashboard/run_detail.html", context)
@@ -521,24 +502,6 @@ def run_stop(request: HttpRequest, run_id: int) -> HttpResponse:
         messages.warning(request, f"Run {run.pk} is stopping.")
     else:
         messages.info(request, f"Run {run.pk} had already finished ({run.status}).")
-    return redirect("dashboard:run_detail", run_id=run.pk)
-
-
-@member_required
-@require_POST
-def run_merge(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run(run_id)
-    require_perm(request.user, access.DECIDE)
-    merge = pr_merge_function()
-    pr = _local_pull_request(run)
-    if merge is None or pr is None:
-        raise Http404("no pull request of the local forge to merge")
-    try:
-        merge(pr=pr, actor=request.user)
-    except Exception as exc:  # the forge explains why it refused (conflict, not mergeable, already merged)
-        messages.error(request, f"Merge refused: {exc}")
-    else:
-        messages.success(request, "Pull request merged.")
     return redirect("dashboard:run_detail", run_id=run.pk)
 
 

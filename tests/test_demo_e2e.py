@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import stop_group
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,11 +47,7 @@ def demo(tmp_path, require_real):
         assert login, log.read_text()
         yield f"http://127.0.0.1:{port}", login.group(1), login.group(2), tmp_path / "var"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, grace_s=20)
 
 
 def test_the_demo_goes_from_a_real_error_to_a_merged_pull_request_in_the_browser(demo):

@@ -91,3 +91,11 @@ def test_redis_url_switches_the_channel_layer_and_the_broker():
     assert with_redis.stdout.split() == ["channels_redis.core.RedisChannelLayer", "True", "False"], with_redis.stderr
     without = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True)
     assert without.stdout.split() == ["channels.layers.InMemoryChannelLayer", "False", "True"], without.stderr
+
+
+def test_schema_commands_run_without_a_secret_key_but_others_do_not():
+    clean = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "AGENTOPS_DATA_DIR": "/tmp/agentops-settings-test"}
+    check = subprocess.run([sys.executable, "manage.py", "makemigrations", "--check", "--dry-run"], cwd=ROOT, env=clean, capture_output=True, text=True)
+    assert check.returncode == 0 and "No changes detected" in check.stdout, check.stderr
+    migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--plan"], cwd=ROOT, env=clean, capture_output=True, text=True)
+    assert migrate.returncode != 0 and "SECRET_KEY must be set unless DEBUG=1" in migrate.stderr

@@ -41,7 +41,7 @@ from agentops.runs.models import (
     ToolExecution,
 )
 from agentops.runs.services import run_finish
-from agentops.runs.steps import LeaseLost, step_record, steps_record
+from agentops.runs.steps import LeaseLost, steps_record
 from agentops.runs.workspace import RunServices
 from agentops.tools.registry import ScopeViolation, Tool, ToolContext, ToolError, ToolResult, get_tool
 

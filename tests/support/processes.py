@@ -24,11 +24,16 @@ def qcluster(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
         try:
             yield cluster
         finally:
-            os.killpg(cluster.pid, signal.SIGTERM)
-            try:
-                cluster.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(cluster.pid, signal.SIGKILL)
+            stop_group(cluster)
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 15) -> None:
+    """Stop a process started with start_new_session and everything it started: TERM, then KILL."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_for_status(run_id: int, statuses: tuple[str, ...], *, timeout: float, what: str, log_path: Path | None = None) -> str:
