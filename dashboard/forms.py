@@ -7,7 +7,12 @@ from django import forms
 
 from agentops.agents.models import Agent, ApprovalOverride, Policy, Trigger, TriggerKind
 from agentops.agents.services import AGENT_FIELDS, POLICY_FIELDS, grant_scope_errors
+from agentops.agents.spec import hygiene_errors
 from agentops.runs.models import RunStatus
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 class JSONTextField(forms.CharField):
@@ -25,11 +30,17 @@ class JSONTextField(forms.CharField):
         if value in ("", None):
             return {}
         try:
-            parsed = json.loads(value)
+            parsed = json.loads(value, parse_constant=_reject_constant)
         except json.JSONDecodeError as exc:
             raise forms.ValidationError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:
+            # NaN/Infinity (no column stores them) and nesting deep enough to exhaust the parser.
+            raise forms.ValidationError(f"not valid JSON: {exc if isinstance(exc, ValueError) else 'nested too deeply'}") from None
         if not isinstance(parsed, dict):
             raise forms.ValidationError("must be a JSON object, like {\"key\": \"value\"}")
+        problems = hygiene_errors(parsed)
+        if problems:
+            raise forms.ValidationError(problems)
         return parsed
 
 

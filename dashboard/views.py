@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -27,6 +28,7 @@ from agentops.forges import local as forge
 from agentops.forges.base import ForgeError
 from agentops.forges.models import PullRequest, PullRequestStatus
 from agentops.guardrails.models import DailyUsage, Drill
+from agentops.llm.prices import model_retirement
 from agentops.runs.models import ACTIVE_STATUSES, Run, Step, StepKind
 from agentops.triggers.models import (
     ErrorCount,
@@ -210,6 +212,7 @@ def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "reasons": reasons,
             "history": services.budget_history(agent),
             "runs": list(agent.runs.all()[:10]),
+            "model_retires": model_retirement(agent.model),
         },
     )
 
@@ -257,10 +260,14 @@ def agent_edit(request: HttpRequest, slug: str) -> HttpResponse:
     if not (agent_form.is_valid() and policy_form.is_valid()):
         return _render_edit(request, agent, status=400, agent_form=agent_form, policy_form=policy_form)
     try:
-        agent_services.agent_update(agent=agent, actor=request.user, changes=agent_form.cleaned_data)
-        agent_services.policy_update(agent=agent, actor=request.user, changes=policy_form.cleaned_data)
+        # Both or neither: a policy the validator refuses must not leave the agent half-saved.
+        with transaction.atomic():
+            agent_services.agent_update(agent=agent, actor=request.user, changes=agent_form.cleaned_data)
+            agent_services.policy_update(agent=agent, actor=request.user, changes=policy_form.cleaned_data)
     except ValidationError as exc:
-        agent_form.add_error(None, exc)
+        for field, errors in exc.message_dict.items():
+            form = policy_form if field in policy_form.fields else agent_form
+            form.add_error(field if field in form.fields else None, errors)
         return _render_edit(request, agent, status=400, agent_form=agent_form, policy_form=policy_form)
     messages.success(request, f"Saved {agent.name}.")
     return redirect("dashboard:agent_detail", slug=agent.slug)

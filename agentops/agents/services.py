@@ -5,14 +5,16 @@ dashboard, the API and commands that change a configuration all go through the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 
 from agentops.agents.models import Agent, Policy, ToolGrant, Trigger
+from agentops.agents.spec import agent_errors, export_agent, plain_value
 from agentops.audit.services import audit_record
 
 Actor = AbstractBaseUser | str | None
@@ -42,7 +44,31 @@ def _diff(obj: Any, changes: dict[str, Any], fields: tuple[str, ...]) -> tuple[d
     return before, after
 
 
+def _field_of(error: str, fields: tuple[str, ...]) -> str:
+    """The form field an error of `agent_errors` belongs to ("policy.max_cost_usd: ..." ->
+    max_cost_usd), or the non-field key."""
+    path = error.split(": ", 1)[0]
+    for part in reversed(path.replace("[", ".").split(".")):
+        if part in fields:
+            return part
+    return NON_FIELD_ERRORS
+
+
+def check_agent_config(agent: Agent, change: Callable[[dict[str, Any]], None], *, fields: tuple[str, ...] = ()) -> None:
+    """Raise ValidationError unless the agent's configuration, with `change` applied, passes the one
+    validator `apply` uses (so a form or the API can never save what `apply` would refuse)."""
+    candidate = export_agent(agent)
+    change(candidate)
+    errors = agent_errors(candidate)
+    if errors:
+        by_field: dict[str, list[str]] = {}
+        for error in errors:
+            by_field.setdefault(_field_of(error, fields), []).append(error.split(": ", 1)[-1] if _field_of(error, fields) != NON_FIELD_ERRORS else error)
+        raise ValidationError(by_field)
+
+
 def agent_update(*, agent: Agent, actor: Actor, changes: dict[str, Any]) -> Agent:
+    check_agent_config(agent, lambda spec: spec.update({k: v for k, v in changes.items() if k in AGENT_FIELDS}), fields=AGENT_FIELDS)
     with transaction.atomic():
         current = Agent.objects.select_for_update().get(pk=agent.pk)
         before, after = _diff(current, changes, AGENT_FIELDS)
@@ -57,6 +83,14 @@ def agent_update(*, agent: Agent, actor: Actor, changes: dict[str, Any]) -> Agen
 
 
 def policy_update(*, agent: Agent, actor: Actor, changes: dict[str, Any]) -> Policy:
+    def change(spec: dict[str, Any]) -> None:
+        policy = spec.setdefault("policy", {})
+        policy.update({k: plain_value(v) for k, v in changes.items() if k in POLICY_FIELDS})
+        # The spec leaves unset caps out rather than null.
+        for name in [k for k, v in policy.items() if v is None]:
+            del policy[name]
+
+    check_agent_config(agent, change, fields=POLICY_FIELDS)
     with transaction.atomic():
         policy, _ = Policy.objects.select_for_update().get_or_create(agent=agent)
         before, after = _diff(policy, changes, POLICY_FIELDS)
@@ -86,13 +120,11 @@ def grant_scope_errors(tool_name: str, scope: Any) -> list[str]:
 def grant_save(*, agent: Agent, actor: Actor, tool: str, scope: dict[str, Any], approval: str, grant: ToolGrant | None = None) -> ToolGrant:
     """Create or change a tool grant. The scope must satisfy the tool's scope schema, and an
     irreversible tool can never be set to act without a person."""
-    from agentops.tools.registry import get_tool
+    def change(spec: dict[str, Any]) -> None:
+        others = [g for g in spec["tools"] if g["tool"] != (grant.tool if grant else tool)]
+        spec["tools"] = [*others, {"tool": tool, "scope": scope, "approval": approval}]
 
-    errors = grant_scope_errors(tool, scope)
-    if errors:
-        raise ValidationError({"scope": errors})
-    if approval == "never" and get_tool(tool).risk_class == "irreversible":
-        raise ValidationError({"approval": ["an irreversible tool always needs a person"]})
+    check_agent_config(agent, change, fields=("tool", "scope", "approval"))
     with transaction.atomic():
         if grant is None:
             grant = ToolGrant.objects.create(agent=agent, tool=tool, scope=scope, approval=approval)
@@ -119,6 +151,13 @@ def grant_delete(*, grant: ToolGrant, actor: Actor) -> None:
 
 def trigger_save(*, agent: Agent, actor: Actor, changes: dict[str, Any], trigger: Trigger | None = None) -> Trigger:
     fields = ("name", "kind", "rules", "enabled")
+
+    def change(spec: dict[str, Any]) -> None:
+        others = [t for t in spec["triggers"] if trigger is None or t["name"] != trigger.name]
+        current = next((t for t in spec["triggers"] if trigger is not None and t["name"] == trigger.name), {})
+        spec["triggers"] = [*others, {**current, **{k: changes[k] for k in fields if k in changes}}]
+
+    check_agent_config(agent, change, fields=fields)
     with transaction.atomic():
         if trigger is None:
             trigger = Trigger(agent=agent, **{k: changes[k] for k in fields if k in changes})

@@ -51,9 +51,15 @@ ALARM_PAIRS = [
     ("alarm_wall_clock_s", "max_wall_clock_s"),
 ]
 
-_nullable_int = {"type": ["integer", "null"], "minimum": 0}
-_nullable_number = {"type": ["number", "string", "null"], "pattern": r"^\d+(\.\d+)?$"}
-_number = {"type": ["number", "string"], "pattern": r"^\d+(\.\d+)?$", "minimum": 0}
+# Bounds are the database's: a value the columns cannot hold is an error here, not a 500 later.
+_INT_MAX = 2_147_483_647  # PositiveIntegerField on PostgreSQL
+_BIGINT_MAX = 9_223_372_036_854_775_807
+_nullable_int = {"type": ["integer", "null"], "minimum": 0, "maximum": _INT_MAX}
+# Money: DecimalField(max_digits=12, decimal_places=6); a cap or alarm of 0 would stop every run at once.
+_MONEY = r"^(?!0+(\.0+)?$)\d{1,6}(\.\d{1,6})?$"
+_nullable_number = {"type": ["number", "string", "null"], "pattern": _MONEY, "exclusiveMinimum": 0, "maximum": 999_999}
+_number = {"type": ["number", "string"], "pattern": _MONEY, "exclusiveMinimum": 0, "maximum": 999_999}
+_CPUS = {"type": ["number", "string"], "pattern": r"^\d{1,2}(\.\d{1,2})?$", "exclusiveMinimum": 0, "maximum": 64}
 
 SPEC_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -70,7 +76,7 @@ SPEC_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "name": {"type": "string", "minLength": 1, "maxLength": 100},
                     "slug": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{0,99}$"},
-                    "objective": {"type": "string", "minLength": 1},
+                    "objective": {"type": "string", "minLength": 1, "maxLength": 100_000},
                     "model": {"type": "string", "minLength": 1, "maxLength": 100},
                     "trust_phase": {"type": "integer", "minimum": 1, "maximum": 4},
                     "paused": {"type": "boolean"},
@@ -80,19 +86,23 @@ SPEC_SCHEMA: dict[str, Any] = {
                         "additionalProperties": False,
                         "properties": {
                             **{name: _nullable_int for name in _POLICY_INT_FIELDS},
-                            "max_tokens": {"type": "integer", "minimum": 1},
-                            "max_tool_calls": {"type": "integer", "minimum": 0},
-                            "max_iterations": {"type": "integer", "minimum": 1},
-                            "max_wall_clock_s": {"type": "integer", "minimum": 1},
-                            "approval_timeout_s": {"type": "integer", "minimum": 10},
+                            "max_tokens": {"type": "integer", "minimum": 1, "maximum": _BIGINT_MAX},
+                            "alarm_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": _BIGINT_MAX},
+                            "max_tool_calls": {"type": "integer", "minimum": 0, "maximum": _INT_MAX},
+                            "max_iterations": {"type": "integer", "minimum": 1, "maximum": _INT_MAX},
+                            "max_wall_clock_s": {"type": "integer", "minimum": 1, "maximum": _INT_MAX},
+                            "approval_timeout_s": {"type": "integer", "minimum": 10, "maximum": _INT_MAX},
+                            "sandbox_memory_mb": {"type": "integer", "minimum": 64, "maximum": _INT_MAX},
+                            "sandbox_pids": {"type": "integer", "minimum": 16, "maximum": _INT_MAX},
+                            "command_timeout_s": {"type": "integer", "minimum": 1, "maximum": 86400},
                             "max_cost_usd": _number,
                             "alarm_cost_usd": _nullable_number,
                             "daily_max_cost_usd": _nullable_number,
-                            "sandbox_cpus": _number,
+                            "sandbox_cpus": _CPUS,
                             "budget_set_by_person": {"type": "boolean"},
                             "daily_action_caps": {
                                 "type": "object",
-                                "additionalProperties": {"type": "integer", "minimum": 0},
+                                "additionalProperties": {"type": "integer", "minimum": 0, "maximum": _INT_MAX},
                             },
                             "low_risk_paths": {"type": "array", "items": {"type": "string"}},
                             "protected_paths": {"type": "array", "items": {"type": "string"}},
@@ -162,12 +172,103 @@ def load_spec(text: str) -> dict[str, Any]:
     return data
 
 
-def validate_spec(data: dict[str, Any]) -> list[str]:
-    """Every error in the spec, each with its path; [] when the spec can be applied."""
+AGENT_SCHEMA: dict[str, Any] = SPEC_SCHEMA["properties"]["agents"]["items"]
+# Nesting deeper than this in config, scopes or rules is refused before anything walks it.
+MAX_DEPTH = 32
+
+
+def _hygiene_errors(value: Any, path: str = "", depth: int = 0) -> list[tuple[str, str]]:
+    """(path, problem) for what no column can hold or no reader should meet: NUL characters,
+    unpaired surrogates, non-finite numbers, absurd nesting."""
+    if depth > MAX_DEPTH:
+        return [(path, f"nested deeper than {MAX_DEPTH} levels")]
+    if isinstance(value, str):
+        if "\x00" in value:
+            return [(path, "contains a NUL character")]
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return [(path, "contains an unpaired surrogate")]
+        return []
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return [(path, "must be a finite number")]
+    if isinstance(value, dict):
+        problems = []
+        for key, item in value.items():
+            problems += _hygiene_errors(key, path, depth + 1) if isinstance(key, str) else [(path, "keys must be strings")]
+            problems += _hygiene_errors(item, f"{path}.{key}" if path else str(key), depth + 1)
+        return problems
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _hygiene_errors(item, f"{path}[{i}]", depth + 1)]
+    return []
+
+
+def hygiene_errors(value: Any) -> list[str]:
+    """The same checks for any JSON-ish input a person or a client sends (forms, API bodies)."""
+    return [f"{path or '(root)'}: {problem}" for path, problem in _hygiene_errors(value)]
+
+
+def agent_errors(agent: Any, where: str = "") -> list[str]:
+    """Every error in ONE agent's configuration (the spec's shape, as `export_agent` returns it),
+    each with its path under `where`. The single validator of agent configuration: `apply`, the
+    dashboard's forms and the API all end here, so none can save what another would refuse."""
     from agentops.llm.prices import UnknownModelPrice, price_for
     from agentops.tools.registry import get_tool
 
-    validator = jsonschema.Draft202012Validator(SPEC_SCHEMA)
+    def at(path: str) -> str:
+        return f"{where}.{path}" if where and path else (where or path or "(root)")
+
+    errors = [f"{at(path)}: {problem}" for path, problem in _hygiene_errors(agent)]
+    if errors:
+        return errors
+    validator = jsonschema.Draft202012Validator(AGENT_SCHEMA)
+    errors = [f"{at(_path(list(e.absolute_path)) if e.absolute_path else '')}: {e.message}" for e in sorted(validator.iter_errors(agent), key=lambda e: list(map(str, e.absolute_path)))]
+    if errors:
+        return errors
+    try:
+        price_for(agent["model"])
+    except UnknownModelPrice:
+        errors.append(f"{at('model')}: no price is known for {agent['model']!r}; a model without a price cannot be budgeted")
+    policy = agent.get("policy", {})
+    defaults = {f.name: f.get_default() for f in Policy._meta.fields}
+    for alarm, cap in ALARM_PAIRS:
+        alarm_value = policy.get(alarm)
+        cap_value = policy.get(cap, defaults[cap])
+        if alarm_value is not None and Decimal(str(alarm_value)) >= Decimal(str(cap_value)):
+            errors.append(f"{at('policy.' + alarm)}: the alarm ({alarm_value}) must be below the cap {cap} ({cap_value})")
+    tools_seen: set[str] = set()
+    for j, grant in enumerate(agent.get("tools", [])):
+        gwhere = at(f"tools[{j}]")
+        tool = get_tool(grant["tool"])
+        if tool is None:
+            errors.append(f"{gwhere}.tool: no tool named {grant['tool']!r}")
+            continue
+        if grant["tool"] in tools_seen:
+            errors.append(f"{gwhere}.tool: {grant['tool']!r} is granted twice")
+        tools_seen.add(grant["tool"])
+        for err in tool.scope_errors(grant.get("scope", {})):
+            errors.append(f"{gwhere}.scope.{err}" if not err.startswith("(root)") else f"{gwhere}.scope{err[6:]}")
+        if tool.risk_class == "irreversible" and grant.get("approval") == ApprovalOverride.NEVER:
+            errors.append(f"{gwhere}.approval: {grant['tool']} is irreversible; a person must approve it ('never' is not allowed)")
+        if tool.min_trust_phase > agent.get("trust_phase", 1):
+            errors.append(f"{gwhere}.tool: {grant['tool']} needs trust phase {tool.min_trust_phase} or higher")
+    trigger_names: set[str] = set()
+    for j, trigger in enumerate(agent.get("triggers", [])):
+        twhere = at(f"triggers[{j}]")
+        if trigger["name"] in trigger_names:
+            errors.append(f"{twhere}.name: {trigger['name']!r} is used twice")
+        trigger_names.add(trigger["name"])
+        errors.extend(f"{twhere}.rules{e}" for e in trigger_rule_errors(trigger["kind"], trigger.get("rules", {})))
+    return errors
+
+
+def validate_spec(data: dict[str, Any]) -> list[str]:
+    """Every error in the spec, each with its path; [] when the spec can be applied."""
+    errors = hygiene_errors(data)
+    if errors:
+        return errors
+    top = dict(SPEC_SCHEMA, properties={**SPEC_SCHEMA["properties"], "agents": {"type": "array", "items": {"type": "object"}}})
+    validator = jsonschema.Draft202012Validator(top)
     errors = [f"{_path(list(e.absolute_path))}: {e.message}" for e in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))]
     if errors:
         return errors
@@ -175,45 +276,28 @@ def validate_spec(data: dict[str, Any]) -> list[str]:
     seen_names: dict[str, int] = {}
     for i, agent in enumerate(data["agents"]):
         where = f"agents[{i}]"
+        agent_problems = agent_errors(agent, where)
+        errors += agent_problems
+        if agent_problems:
+            continue
         for key, seen in (("slug", seen_slugs), ("name", seen_names)):
             if agent[key] in seen:
                 errors.append(f"{where}.{key}: {agent[key]!r} is also used by agents[{seen[agent[key]]}]")
             seen[agent[key]] = i
-        try:
-            price_for(agent["model"])
-        except UnknownModelPrice:
-            errors.append(f"{where}.model: no price is known for {agent['model']!r}; a model without a price cannot be budgeted")
-        policy = agent.get("policy", {})
-        defaults = {f.name: f.get_default() for f in Policy._meta.fields}
-        for alarm, cap in ALARM_PAIRS:
-            alarm_value = policy.get(alarm)
-            cap_value = policy.get(cap, defaults[cap])
-            if alarm_value is not None and Decimal(str(alarm_value)) >= Decimal(str(cap_value)):
-                errors.append(f"{where}.policy.{alarm}: the alarm ({alarm_value}) must be below the cap {cap} ({cap_value})")
-        tools_seen: set[str] = set()
-        for j, grant in enumerate(agent.get("tools", [])):
-            gwhere = f"{where}.tools[{j}]"
-            tool = get_tool(grant["tool"])
-            if tool is None:
-                errors.append(f"{gwhere}.tool: no tool named {grant['tool']!r}")
-                continue
-            if grant["tool"] in tools_seen:
-                errors.append(f"{gwhere}.tool: {grant['tool']!r} is granted twice")
-            tools_seen.add(grant["tool"])
-            for err in tool.scope_errors(grant.get("scope", {})):
-                errors.append(f"{gwhere}.scope.{err}" if not err.startswith("(root)") else f"{gwhere}.scope{err[6:]}")
-            if tool.risk_class == "irreversible" and grant.get("approval") == ApprovalOverride.NEVER:
-                errors.append(f"{gwhere}.approval: {grant['tool']} is irreversible; a person must approve it ('never' is not allowed)")
-            if tool.min_trust_phase > agent.get("trust_phase", 1):
-                errors.append(f"{gwhere}.tool: {grant['tool']} needs trust phase {tool.min_trust_phase} or higher")
-        trigger_names: set[str] = set()
-        for j, trigger in enumerate(agent.get("triggers", [])):
-            twhere = f"{where}.triggers[{j}]"
-            if trigger["name"] in trigger_names:
-                errors.append(f"{twhere}.name: {trigger['name']!r} is used twice")
-            trigger_names.add(trigger["name"])
-            errors.extend(f"{twhere}.rules{e}" for e in trigger_rule_errors(trigger["kind"], trigger.get("rules", {})))
     return errors
+
+
+def spec_warnings(data: dict[str, Any]) -> list[str]:
+    """What `apply` should tell a person without refusing: deprecated models, with their retirement date."""
+    from agentops.llm.prices import model_retirement
+
+    warnings = []
+    for i, agent in enumerate(data.get("agents") or []):
+        model = agent.get("model") if isinstance(agent, dict) else None
+        retires = model_retirement(model) if isinstance(model, str) else None
+        if retires:
+            warnings.append(f"agents[{i}].model: {model!r} is deprecated by Anthropic and retires on {retires}; move this agent to a current model")
+    return warnings
 
 
 def trigger_rule_errors(kind: str, rules: dict[str, Any]) -> list[str]:
@@ -319,7 +403,7 @@ def apply_spec(data: dict[str, Any], *, actor: Any = "cli") -> ApplyResult:
     return result
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         # Keep YAML readable: 5 rather than '5.000000'; exact values stay exact as strings.
         normal = value.normalize()
@@ -329,7 +413,7 @@ def _plain(value: Any) -> Any:
 
 def export_agent(agent: Agent) -> dict[str, Any]:
     policy = Policy.objects.filter(agent=agent).first()
-    policy_dict = {k: _plain(v) for k, v in model_to_dict(policy, fields=POLICY_FIELDS).items()} if policy else {}
+    policy_dict = {k: plain_value(v) for k, v in model_to_dict(policy, fields=POLICY_FIELDS).items()} if policy else {}
     return {
         "name": agent.name,
         "slug": agent.slug,

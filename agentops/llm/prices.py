@@ -133,6 +133,22 @@ def price_table() -> dict[str, ModelPrice]:
     return table
 
 
+def model_retirement(model: str) -> str | None:
+    """The retirement date the installed SDK announces for a deprecated model, else None.
+
+    A deprecated model still works until that date: using it is a warning (in `apply` and on the
+    agent page), never an error, so an SDK upgrade cannot turn a working installation red.
+    """
+    try:
+        # The SDK keeps this table in a private module (it warns from it on every call); read it
+        # defensively so a reshuffle of the SDK only loses the warning.
+        from anthropic._data import DEPRECATED_MODELS
+    except ImportError:
+        return None
+    retires = DEPRECATED_MODELS.get(model)
+    return str(retires) if retires else None
+
+
 def known_models() -> list[str]:
     """Models that have a price, i.e. that may be used."""
     return sorted(price_table())
@@ -184,4 +200,5 @@ __all__ = [
     "price_table",
     "cost_of",
     "known_models",
+    "model_retirement",
 ]

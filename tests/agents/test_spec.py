@@ -163,3 +163,21 @@ def test_pausing_through_the_spec_halts_the_agents_runs_and_is_audited():
     assert AuditEvent.objects.filter(action="agent.pause", target_id=str(agent.pk)).exists()
     assert apply_spec(copy.deepcopy(SPEC), actor="test").updated == ["researcher"]
     assert not Agent.objects.get(slug="researcher").paused
+
+
+def test_apply_warns_about_a_deprecated_model_with_its_retirement_date_and_still_applies(tmp_path, capsys):
+    from anthropic._data import DEPRECATED_MODELS
+
+    from agentops.llm.prices import price_table
+
+    deprecated = next(m for m in DEPRECATED_MODELS if m in price_table())
+    spec = copy.deepcopy(SPEC)
+    spec["agents"][0]["model"] = deprecated
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    call_command("agentops", "apply", str(path))
+    captured = capsys.readouterr()
+    assert f"warning: agents[0].model: {deprecated!r} is deprecated" in captured.err
+    assert DEPRECATED_MODELS[deprecated] in captured.err
+    assert "created: researcher" in captured.out
+    assert Agent.objects.get(slug="researcher").model == deprecated

@@ -21,6 +21,7 @@ from django.contrib.auth.models import User  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from agentops.agents.models import Agent, Policy, ToolGrant, Trigger  # noqa: E402
+from agentops.llm.prices import DEFAULT_MODEL  # noqa: E402
 from agentops.approvals.services import approval_request  # noqa: E402
 from agentops.forges.models import PullRequest  # noqa: E402
 from agentops.runs.models import Run, RunStatus, StepKind  # noqa: E402
@@ -38,7 +39,7 @@ def seed() -> dict:
     for name, group in [("alice", "admin"), ("bob", "approver"), ("carol", "viewer")]:
         user = User.objects.create_user(name, f"{name}@example.com", PASSWORD)
         user.groups.add(groups[group])
-    agent = Agent.objects.create(name="Debugger", slug="debugger", objective="Fix production errors and prove the fix with the repo's tests.", model="claude-sonnet-4-5")
+    agent = Agent.objects.create(name="Debugger", slug="debugger", objective="Fix production errors and prove the fix with the repo's tests.", model=DEFAULT_MODEL)
     Policy.objects.create(agent=agent, daily_max_runs=50, daily_max_cost_usd=Decimal("20"), alarm_cost_usd=Decimal("2"))
     ToolGrant.objects.create(agent=agent, tool="http_get", scope={"domains": ["docs.python.org"]})
     ToolGrant.objects.create(agent=agent, tool="send_email", scope={"recipient_domains": ["example.com"]}, approval="always")

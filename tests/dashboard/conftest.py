@@ -8,6 +8,7 @@ from django.contrib.auth.models import User
 from helpers_dashboard import make_approval, make_run
 
 from agentops.agents.models import Agent, Policy, ToolGrant
+from agentops.llm.prices import DEFAULT_MODEL
 from agentops.runs.models import Run
 
 
@@ -36,7 +37,7 @@ def team(db) -> Team:
 
 @pytest.fixture
 def agent(db) -> Agent:
-    agent = Agent.objects.create(name="Debugger", slug="debugger", objective="Fix production errors.", model="claude-sonnet-4-5")
+    agent = Agent.objects.create(name="Debugger", slug="debugger", objective="Fix production errors.", model=DEFAULT_MODEL)
     Policy.objects.create(agent=agent, daily_max_runs=50, daily_max_cost_usd=Decimal("20"))
     ToolGrant.objects.create(agent=agent, tool="http_get", scope={"domains": ["example.com"]})
     return agent

@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 from helpers_dashboard import client_for, csrf_post, make_approval, make_run
 
+from agentops.llm.prices import DEFAULT_MODEL
 from agentops.agents.models import Agent, ToolGrant, Trigger
 from agentops.approvals.models import ApprovalStatus
 from agentops.audit.models import AuditEvent
@@ -151,7 +152,7 @@ def test_the_approvals_queue_shows_exactly_what_will_happen(team, run):
 def test_the_spend_page_charts_cost_per_day_per_agent_and_tokens_per_model(team, agent):
     make_run(agent, status=RunStatus.SUCCEEDED, cost_usd="1.25", input_tokens=1000, output_tokens=50)
     body = client_for(team.viewer).get("/spend/?days=7").content.decode()
-    assert "seg-bar" in body and "Debugger" in body and "claude-sonnet-4-5" in body and "$1.25" in body
+    assert "seg-bar" in body and "Debugger" in body and DEFAULT_MODEL in body and "$1.25" in body
 
 
 def test_the_audit_log_filters_by_action(team, agent):

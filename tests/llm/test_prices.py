@@ -19,6 +19,7 @@ from agentops.llm.prices import (
     UnknownModelPrice,
     cost_of,
     known_models,
+    model_retirement,
     price_for,
 )
 
@@ -29,10 +30,16 @@ def test_sdk_model_list_is_readable():
     assert "claude-haiku-4-5" in SDK_MODELS and len(SDK_MODELS) > 5
 
 
-def test_every_priced_model_is_a_current_sdk_model():
+def test_every_priced_model_is_an_sdk_model():
+    # A deprecated model keeps its price until it retires: agents on it warn, they do not break.
     for model in DEFAULT_PRICES:
         assert model in SDK_MODELS, model
-        assert model not in DEPRECATED_MODELS, model
+
+
+def test_a_deprecated_model_reports_its_retirement_date_and_a_current_one_none():
+    deprecated = next(iter(DEPRECATED_MODELS))
+    assert model_retirement(deprecated) == DEPRECATED_MODELS[deprecated]
+    assert model_retirement(DEFAULT_MODEL) is None
 
 
 def test_the_default_model_is_a_current_priced_sonnet():

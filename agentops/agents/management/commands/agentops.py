@@ -63,7 +63,7 @@ class Command(BaseCommand):
         getattr(self, "cmd_" + options["command"])(**options)
 
     def cmd_apply(self, *, file: str, check: bool, **_: Any) -> None:
-        from agentops.agents.spec import SpecError, apply_spec, load_spec, validate_spec
+        from agentops.agents.spec import SpecError, apply_spec, load_spec, spec_warnings, validate_spec
 
         try:
             text = Path(file).read_text()
@@ -71,6 +71,8 @@ class Command(BaseCommand):
             raise CommandError(f"cannot read {file}: {exc}") from None
         try:
             data = load_spec(text)
+            for warning in spec_warnings(data):
+                self.stderr.write(f"{file}: warning: {warning}")
             if check:
                 errors = validate_spec(data)
                 if errors:
