@@ -13,11 +13,17 @@ import urllib.request
 from django.conf import settings
 from django.core.mail import send_mail
 
+from agentops.redaction import redact_text
+
 log = logging.getLogger(__name__)
 
 
 def notify(*, event: str, subject: str, text: str, path: str) -> None:
-    link = f"{settings.SITE_URL}{path}"
+    # The text often quotes a model's words or a tool's output: it leaves the building, so it is
+    # redacted here, once, for every channel.
+    subject = redact_text(subject).replace("\n", " ").replace("\r", " ")
+    text = redact_text(text)
+    link = redact_text(f"{settings.SITE_URL}{path}")
     body = f"{text}\n\n{link}"
     if settings.AGENTOPS_NOTIFY_EMAILS:
         try:

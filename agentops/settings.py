@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -49,6 +50,7 @@ INSTALLED_APPS = [
     "django_q",
     "django_htmx",
     "template_partials",
+    "axes",
     "agentops.agents",
     "agentops.runs",
     "agentops.approvals",
@@ -62,6 +64,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "dashboard.middleware.RejectUnstorableInputMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -69,6 +72,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a lock-out raised during authentication into its page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "agentops.urls"
@@ -99,17 +105,38 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(f"REDIS_URL must start with redis://, rediss:// or unix://, got {REDIS_URL!r}")
 
+# channels_redis waits for a consumer's next message with a blocking BZPOPMIN of brpop_timeout
+# (5 s). redis-py >= 8 reads every reply with a 5 s socket timeout by default, so each idle wait
+# ended in redis.exceptions.TimeoutError and daphne closed the websocket with 1011. The read
+# timeout must outlast the blocking pop; it stays finite so a dead Redis is still noticed.
+CHANNEL_REDIS_SOCKET_TIMEOUT_S = env_int("AGENTOPS_CHANNEL_REDIS_SOCKET_TIMEOUT_S", 30, minimum=10)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # A prefix of its own lets several installations (or test sessions) share one Redis.
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("AGENTOPS_CHANNEL_PREFIX", "agentops")},
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": CHANNEL_REDIS_SOCKET_TIMEOUT_S,
+                        "socket_connect_timeout": 5,
+                        "socket_keepalive": True,
+                        "health_check_interval": 15,
+                    }
+                ],
+                # A prefix of its own lets several installations (or test sessions) share one Redis.
+                "prefix": env_str("AGENTOPS_CHANNEL_PREFIX", "agentops"),
+            },
         }
     }
 else:
     # In-process only: live views in the embedded default catch up from the database by seq.
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# How often a live view re-reads the database besides the channel layer's messages (0: never;
+# unset: often with the in-memory layer, rarely with Redis).
+if env_str("AGENTOPS_LIVE_POLL_S") is not None:
+    AGENTOPS_LIVE_POLL_S = env_int("AGENTOPS_LIVE_POLL_S", 0, minimum=0)
 
 # The longest a run may hold a worker before django-q2 considers the task lost; runs waiting for
 # approval free their worker, so this only bounds active work. retry must exceed timeout.
@@ -127,17 +154,87 @@ Q_CLUSTER = {
     "poll": 0.2,
     "label": "Tasks",
 }
+# The reaper: every worker process reconciles at start and then every AGENTOPS_REAPER_S (0: only
+# the minute-by-minute django-q2 schedule). A queued run whose last hand-off to the broker is older
+# than AGENTOPS_DISPATCH_GRACE_S and that no worker claimed gets a new job (a duplicate is harmless:
+# claiming is a conditional UPDATE), so a run stranded by a lost job runs within two reaper periods.
+AGENTOPS_REAPER_S = env_int("AGENTOPS_REAPER_S", 60, minimum=0)
+AGENTOPS_DISPATCH_GRACE_S = env_int("AGENTOPS_DISPATCH_GRACE_S", max(1, AGENTOPS_REAPER_S // 2), minimum=1)
 if REDIS_URL:
-    Q_CLUSTER["redis"] = REDIS_URL
+    # Bounded waits: a Redis that does not answer must fail an enqueue in seconds (the run stays
+    # queued for the reconciler), never hang a web request. The read timeout outlasts the
+    # broker's 1 s blocking pop.
+    _sep = "&" if "?" in REDIS_URL else "?"
+    Q_CLUSTER["redis"] = f"{REDIS_URL}{_sep}socket_connect_timeout=5&socket_timeout=10"
 else:
     Q_CLUSTER["orm"] = "default"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out username/address is refused before its password is even checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login throttling (django-axes): after AGENTOPS_LOGIN_FAILURE_LIMIT wrong passwords for one
+# username, or from one address, sign-in is refused for the cool-off, even with the right password.
+AXES_FAILURE_LIMIT = env_int("AGENTOPS_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AGENTOPS_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+# Either one alone locks: a spray over many usernames from one address, or a guess at one username
+# from many addresses.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_RESET_ON_SUCCESS = True
+# Tries while locked are refused, not counted: the cool-off ends when it said it would.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# The client address is the socket's peer; a header set by the client (X-Forwarded-For) must not
+# let it pick a fresh address per guess. Behind a reverse proxy, name the header it sets.
+AXES_IPWARE_META_PRECEDENCE_ORDER = tuple(env_list("AGENTOPS_CLIENT_IP_HEADERS", ["REMOTE_ADDR"]))
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- transport and browser security --------------------------------------------------------
+# Secure cookies by default in production; the embedded demo on http://127.0.0.1 turns them off
+# with AGENTOPS_SECURE_COOKIES=0 (a browser never sends a Secure cookie back over plain http).
+AGENTOPS_SECURE_COOKIES = env_bool("AGENTOPS_SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = AGENTOPS_SECURE_COOKIES
+CSRF_COOKIE_SECURE = AGENTOPS_SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+# htmx sends the token from the page (hx-headers), so no script needs to read the cookie.
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# Browsers honour HSTS only over https, so it is harmless on the demo's plain http.
+SECURE_HSTS_SECONDS = env_int("AGENTOPS_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("AGENTOPS_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("AGENTOPS_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("AGENTOPS_SSL_REDIRECT", False)
+if env_bool("AGENTOPS_BEHIND_TLS_PROXY", False):
+    # Only behind a proxy that always sets this header itself (else a client could claim https).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# No inline script or style anywhere: templates use static files and CSS classes only.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        # The live views' websockets (older browsers do not match ws: against 'self').
+        "connect-src": ["'self'", "ws:", "wss:"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+    },
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -184,14 +281,49 @@ if AGENTOPS_HEARTBEAT_S * 2 > AGENTOPS_LEASE_TTL_S:
     raise ImproperlyConfigured("AGENTOPS_LEASE_TTL_S must be at least twice AGENTOPS_HEARTBEAT_S")
 # Extra modules that register tools on import (your own tools, or the test suite's).
 AGENTOPS_TOOL_MODULES = env_list("AGENTOPS_TOOL_MODULES", [])
-# Values that must never reach storage: redacted from every step, artifact and audit payload.
-AGENTOPS_SECRET_VALUES = [v for v in (ANTHROPIC_API_KEY, GITHUB_TOKEN, SECRET_KEY) if v]
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+
+
+def _url_password(url: str | None) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password if url else None
+    except ValueError:
+        return None
+
+
+# Values that must never be stored, served, sent or logged (agentops.redaction): the
+# installation's own keys, passwords and webhook URLs, plus any listed in AGENTOPS_EXTRA_SECRETS.
+# (The error projects' webhook secrets live in the database; the redaction reads them from there.)
+AGENTOPS_SECRET_VALUES = [
+    v
+    for v in (
+        SECRET_KEY,
+        ANTHROPIC_API_KEY,
+        GITHUB_TOKEN,
+        DATABASES["default"].get("PASSWORD"),
+        _url_password(REDIS_URL),
+        EMAIL_HOST_PASSWORD,
+        AGENTOPS_SLACK_WEBHOOK_URL,
+        *env_list("AGENTOPS_EXTRA_SECRETS", []),
+    )
+    if v
+]
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # Every handler gets the redacting filter (agentops.audit.apps also puts it on handlers that
+    # libraries add themselves, and on every record at creation).
+    "filters": {
+        "redact": {"()": "agentops.redaction.RedactingFilter"},
+        # A 403 is logged as one line, without the PermissionDenied traceback Django attaches.
+        "forbidden_one_line": {"()": "dashboard.log_filters.ForbiddenWithoutTraceback"},
+    },
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "django.request": {"filters": ["forbidden_one_line"]}},
 }

@@ -169,6 +169,35 @@ def run_benchmarks(args: argparse.Namespace) -> None:
             queries = len(captured.captured_queries)
     print(f"run detail, 10,000 steps: median={statistics.median(times):.1f} ms p95={_percentile(times, 95):.1f} ms queries={queries} html={len(response.content) // 1024} KiB")
 
+    # The trace viewer (issue 12): 10,000 steps as real turns (a model call, its tool call and the
+    # observation paired by id, test output to parse), viewed at the newest window and around an
+    # early error (the jump link), with the per-kind counts and first-error links computed.
+    traced = run_create(agent=agent, input="a traced run", actor="bench", enqueue=False)
+    kinds = []
+    for i in range(2, 10_002):
+        phase = i % 3
+        if phase == 2:
+            kinds.append(Step(run=traced, seq=i, kind="model_call", payload={"text": f"turn {i}: read the failing test"}, model_id="bench", input_tokens=900, output_tokens=60, latency_ms=1200))
+        elif phase == 0:
+            kinds.append(Step(run=traced, seq=i, kind="tool_call", payload={"tool": "run_tests", "tool_call_id": f"c{i}", "arguments": {"paths": ["tests/test_x.py"]}}))
+        else:
+            kinds.append(Step(run=traced, seq=i, kind="observation", payload={"tool": "run_tests", "tool_call_id": f"c{i - 1}", "is_error": i == 301,
+                                                                               "output": "FAILED tests/test_x.py::test_y - AssertionError\n" + f"line {i} " * 40 + "\n=== 1 failed, 13 passed in 0.8s ==="}))
+    Step.objects.bulk_create(kinds, batch_size=2000)
+    Run.objects.filter(pk=traced.pk).update(next_seq=10_002)
+    for label, url in [("newest window", f"/runs/{traced.pk}/"), ("around the first error", f"/runs/{traced.pk}/?around=301")]:
+        times, queries = [], 0
+        for i in range(args.page_samples + 2):
+            with CaptureQueriesContext(connection) as captured:
+                start = time.perf_counter()
+                response = client.get(url)
+                elapsed = (time.perf_counter() - start) * 1000
+            assert response.status_code == 200
+            if i >= 2:
+                times.append(elapsed)
+                queries = len(captured.captured_queries)
+        print(f"trace viewer, 10,000 steps, {label}: median={statistics.median(times):.1f} ms p95={_percentile(times, 95):.1f} ms queries={queries} html={len(response.content) // 1024} KiB")
+
 
 if __name__ == "__main__":
     main()

@@ -1,22 +1,28 @@
-"""The JSON API for chat bots and scripts: `Authorization: Bearer <token>`; the token acts as its
-user, so the same role checks and the same domain functions apply as in the browser."""
+"""The JSON API for chat bots and scripts: `Authorization: Bearer <token>`. A token acts as its
+user narrowed to its scope (read / operate / admin) until it expires, so the same role checks and
+the same domain functions apply as in the browser, and a token never does more than its scope."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+
+import jsonschema
 from functools import wraps
 from typing import Any
 
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 
+from agentops.agents.spec import hygiene_errors
 from agentops.approvals.models import Approval, ApprovalStatus
 from agentops.runs.models import Run, RunStatus
 from dashboard import access, timeline
 from dashboard.openapi import SCHEMA
-from dashboard.services import api_token_user
+from dashboard.models import TokenScope
+from dashboard.services import TokenRefused, api_token_authenticate
 
 MAX_LIMIT = 500
 
@@ -31,8 +37,13 @@ class ApiError(Exception):
         self.status = status
 
 
-def api_view(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[..., JsonResponse]]:
-    """Token auth (no cookies, hence no CSRF), role membership, allowed methods, JSON errors."""
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def api_view(*methods: str, write_scope: str = TokenScope.ADMIN) -> Callable[[Callable[..., JsonResponse]], Callable[..., JsonResponse]]:
+    """Token auth (no cookies, hence no CSRF), allowed methods, the token's scope, role
+    membership, JSON errors. Reading needs the read scope; any other method needs write_scope
+    (admin unless the endpoint says less, so a new endpoint starts closed)."""
 
     def decorate(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
         @csrf_exempt
@@ -40,16 +51,28 @@ def api_view(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
             header = request.headers.get("Authorization", "")
             scheme, _, raw = header.partition(" ")
-            user = api_token_user(raw.strip()) if scheme.lower() == "bearer" and raw.strip() else None
-            if user is None:
-                response = _error(401, "a valid bearer token is required")
-                response["WWW-Authenticate"] = 'Bearer realm="agentops"'
+            try:
+                if scheme.lower() != "bearer" or not raw.strip():
+                    raise TokenRefused("a valid bearer token is required")
+                token = api_token_authenticate(raw.strip())
+            except TokenRefused as exc:
+                response = _error(401, str(exc))
+                response["WWW-Authenticate"] = 'Bearer realm="agentops", error="invalid_token"'
+                return response
+            user = token.user
+            if request.method not in methods:
+                response = _error(405, f"use {' or '.join(methods)}")
+                response["Allow"] = ", ".join(methods)
+                return response
+            needed = TokenScope.READ if request.method in READ_METHODS else write_scope
+            if not token.allows(needed):
+                response = _error(403, f"this token's scope is {token.scope}; this needs {needed}")
+                response["WWW-Authenticate"] = f'Bearer realm="agentops", error="insufficient_scope", scope="{needed}"'
                 return response
             if not access.is_member(user):
                 return _error(403, "this token's user has no role")
-            if request.method not in methods:
-                return _error(405, f"use {' or '.join(methods)}")
             request.user = user
+            request.api_token = token
             try:
                 return view(request, *args, **kwargs)
             except ApiError as exc:
@@ -62,16 +85,34 @@ def api_view(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[
     return decorate
 
 
-def _body(request: HttpRequest) -> dict[str, Any]:
+def _body(request: HttpRequest, path: str) -> dict[str, Any]:
+    """The JSON body, checked against this endpoint's request schema in the OpenAPI description:
+    the document clients read is the one the server enforces."""
+    request_body = SCHEMA["paths"][path][request.method.lower()].get("requestBody", {})
     if not request.body:
+        if request_body.get("required"):
+            raise ApiError(400, "a JSON body is required")
         return {}
     try:
-        data = json.loads(request.body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = json.loads(request.body, parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, NaN/Infinity, absurd nesting
         raise ApiError(400, "the body must be a JSON object") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
+    problems = hygiene_errors(data)
+    if problems:
+        raise ApiError(400, "; ".join(problems[:5]))
+    schema = request_body.get("content", {}).get("application/json", {}).get("schema")
+    if schema is not None:
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+        if error is not None:
+            where = ".".join(map(str, error.absolute_path)) or "body"
+            raise ApiError(400, f"{where}: {error.message}")
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _int_param(request: HttpRequest, name: str, default: int | None, *, maximum: int | None = None) -> int | None:
@@ -82,9 +123,9 @@ def _int_param(request: HttpRequest, name: str, default: int | None, *, maximum:
         value = int(raw)
     except ValueError:
         raise ApiError(400, f"{name} must be an integer") from None
-    if value < 0:
-        raise ApiError(400, f"{name} must be >= 0")
-    return min(value, maximum) if maximum else value
+    if value < 0 or (maximum is not None and value > maximum):
+        raise ApiError(400, f"{name} must be between 0 and {maximum}" if maximum is not None else f"{name} must be >= 0")
+    return value
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -93,6 +134,8 @@ def run_json(run: Run) -> dict[str, Any]:
         "agent": run.agent.slug,
         "status": run.status,
         "status_reason": run.status_reason,
+        "outcome": run.outcome,
+        "outcome_detail": run.outcome_detail,
         "trigger_kind": run.trigger_kind,
         "input": run.input,
         "model": run.model,
@@ -146,7 +189,7 @@ def openapi(request: HttpRequest) -> JsonResponse:
     return JsonResponse(SCHEMA)
 
 
-@api_view("GET", "POST")
+@api_view("GET", "POST", write_scope=TokenScope.OPERATE)
 def runs(request: HttpRequest) -> JsonResponse:
     if request.method == "POST":
         return _run_start(request)
@@ -171,10 +214,10 @@ def _run_start(request: HttpRequest) -> JsonResponse:
     from agentops.runs.services import RunRefused, run_start_by_person
 
     access.require_perm(request.user, access.START_RUN)
-    data = _body(request)
-    agent = Agent.objects.filter(slug=str(data.get("agent", ""))).first()
+    data = _body(request, "/runs/")
+    agent = Agent.objects.filter(slug=data["agent"]).first()
     if agent is None:
-        raise ApiError(400, "agent must be the slug of an existing agent")
+        raise ApiError(404, f"no agent with the slug {data['agent']!r}")
     text = str(data.get("input", "")).strip()
     if not text:
         raise ApiError(400, "input is required: what the run should do")
@@ -182,6 +225,14 @@ def _run_start(request: HttpRequest) -> JsonResponse:
         created = run_start_by_person(agent=agent, input=text, actor=request.user)
     except RunRefused as exc:
         raise ApiError(409, f"run refused: {exc}") from None
+    except DatabaseError:
+        # The run's transaction rolled back: say so, rather than a 500 that leaves the caller guessing.
+        raise ApiError(503, "the database is unavailable: no run was created; retry later") from None
+    if getattr(created, "dispatched", True) is False:
+        # The run exists and will run: the reaper gives it a job once the task broker answers.
+        body = run_json(created)
+        body["dispatch"] = "deferred: the task broker is unreachable; the run stays queued and will be handed to a worker when it is back"
+        return JsonResponse(body, status=202)
     return JsonResponse(run_json(created), status=201)
 
 
@@ -199,13 +250,13 @@ def run_steps(request: HttpRequest, run_id: int) -> JsonResponse:
     return JsonResponse({"steps": [step_json(s) for s in steps], "next_after": steps[-1].seq if len(steps) == limit else None})
 
 
-@api_view("POST")
+@api_view("POST", write_scope=TokenScope.OPERATE)
 def run_cancel(request: HttpRequest, run_id: int) -> JsonResponse:
     from agentops.runs.services import run_cancel as cancel
 
     access.require_perm(request.user, access.DECIDE)
     target = get_object_or_404(Run.objects.select_related("agent"), pk=run_id)
-    data = _body(request)
+    data = _body(request, "/runs/{run_id}/cancel/")
     if target.is_active:
         cancel(run=target, actor=request.user, reason=str(data.get("reason", "")))
         target.refresh_from_db()
@@ -222,13 +273,13 @@ def approvals(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"approvals": [approval_json(a) for a in items]})
 
 
-@api_view("POST")
+@api_view("POST", write_scope=TokenScope.OPERATE)
 def approval_decide(request: HttpRequest, approval_id: int) -> JsonResponse:
     from agentops.approvals import services
 
     access.require_perm(request.user, access.DECIDE)
     approval = get_object_or_404(Approval, pk=approval_id)
-    data = _body(request)
+    data = _body(request, "/approvals/{approval_id}/decide/")
     if not isinstance(data.get("approve"), bool):
         raise ApiError(400, '"approve" must be true or false')
     try:
@@ -254,14 +305,14 @@ def _kill_switch_json(state: Any) -> dict[str, Any]:
     }
 
 
-@api_view("GET", "POST")
+@api_view("GET", "POST", write_scope=TokenScope.ADMIN)
 def kill_switch(request: HttpRequest) -> JsonResponse:
     from agentops.guardrails import killswitch
 
     if request.method == "GET":
         return JsonResponse(_kill_switch_json(killswitch.control_state()))
     access.require_perm(request.user, access.KILL_SWITCH)
-    data = _body(request)
+    data = _body(request, "/kill-switch/")
     if not isinstance(data.get("engaged"), bool):
         raise ApiError(400, '"engaged" must be true or false')
     try:

@@ -126,15 +126,15 @@ class RunConsumer(_LiveConsumer):
         if not steps:
             return None
         run = Run.objects.select_related("agent__policy").get(pk=self.run_id)
-        rows = [timeline.step_row(s) for s in steps]
+        spans = timeline.live_spans(run, steps)
         from dashboard.views import run_context
 
         return {
             "type": "steps",
             "run_id": self.run_id,
             "steps": [
-                {"seq": row.seq, "kind": row.kind, "html": render_to_string("dashboard/run_detail.html#step", {"row": row, "run": run})}
-                for row in rows
+                {"seq": span.seq, "kind": span.kind, "call_id": span.call_id, "html": render_to_string("dashboard/run_detail.html#step", {"span": span, "run": run})}
+                for span in spans
             ],
             "last_seq": steps[-1].seq,
             "run": {"status": run.status, "status_reason": run.status_reason, "active": run.is_active},

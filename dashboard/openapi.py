@@ -15,10 +15,16 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 _ERRORS = {
     "400": _json(_ref("Error"), "Bad request"),
-    "401": _json(_ref("Error"), "Missing or invalid token"),
-    "403": _json(_ref("Error"), "The token's user lacks the role"),
+    "401": _json(_ref("Error"), "Missing, invalid, revoked or expired token"),
+    "403": _json(_ref("Error"), "The token's scope or its user's role does not allow this"),
     "404": {"description": "Not found"},
 }
+
+
+# Text a person or a script sends: anything but NUL (no database column stores it); "with content"
+# also needs one visible character (a reason of spaces is no reason).
+_TEXT: dict[str, Any] = {"type": "string", "pattern": r"^[^\x00]*$"}
+_TEXT_WITH_CONTENT: dict[str, Any] = {"type": "string", "pattern": r"^[^\x00]*\S[^\x00]*$"}
 
 
 def _id(name: str) -> dict[str, Any]:
@@ -35,8 +41,10 @@ SCHEMA: dict[str, Any] = {
         "title": "agentops API",
         "version": "1",
         "description": "Runs, steps, approvals and the kill switch. Authenticate with `Authorization: Bearer <token>` "
-        "(create tokens on the dashboard's API tokens page). A token acts as its user: approvers may decide "
-        "approvals and stop runs, admins may operate the kill switch.",
+        "(create tokens on the dashboard's API tokens page). A token acts as its user, narrowed to its scope, until "
+        "it expires: `read` may only GET; `operate` may also start and stop runs and decide approvals; `admin` may "
+        "also operate the kill switch. The user's role still applies: approvers may decide approvals and stop runs, "
+        "admins may operate the kill switch.",
     },
     "servers": [{"url": "/api/v1"}],
     "security": [{"bearer": []}],
@@ -47,8 +55,8 @@ SCHEMA: dict[str, Any] = {
                 "parameters": [
                     _query("status", {"type": "string", "enum": ["queued", "running", "waiting_approval", "succeeded", "failed", "budget_exceeded", "killed", "rejected"]}, "only runs in this status"),
                     _query("agent", {"type": "string"}, "agent slug"),
-                    _query("before_id", {"type": "integer"}, "page: runs with a smaller id (use next_before_id)"),
-                    _query("limit", {"type": "integer", "maximum": 500, "default": 50}, "page size"),
+                    _query("before_id", {"type": "integer", "minimum": 0}, "page: runs with a smaller id (use next_before_id)"),
+                    _query("limit", {"type": "integer", "minimum": 0, "maximum": 500, "default": 50}, "page size"),
                 ],
                 "responses": {"200": _json({"type": "object", "properties": {"runs": {"type": "array", "items": _ref("Run")}, "next_before_id": {"type": ["integer", "null"]}}}), **_ERRORS},
             },
@@ -59,10 +67,15 @@ SCHEMA: dict[str, Any] = {
                     "content": {"application/json": {"schema": {
                         "type": "object",
                         "required": ["agent", "input"],
-                        "properties": {"agent": {"type": "string", "description": "agent slug"}, "input": {"type": "string", "description": "what the run should do"}},
+                        "additionalProperties": False,
+                        "properties": {"agent": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{0,99}$", "description": "agent slug"}, "input": _TEXT_WITH_CONTENT | {"maxLength": 100_000, "description": "what the run should do"}},
                     }}},
                 },
-                "responses": {"201": _json(_ref("Run"), "Created (queued)"), "409": _json(_ref("Error"), "Refused: kill switch, paused agent or daily cap"), **_ERRORS},
+                "responses": {
+                    "201": _json(_ref("Run"), "Created (queued) and handed to a worker"),
+                    "202": _json(_ref("Run"), "Created (queued); the task broker is unreachable, so the reaper hands it to a worker when it is back (see `dispatch`)"),
+                    "503": _json(_ref("Error"), "The database is unavailable: nothing was created"),
+                    "409": _json(_ref("Error"), "Refused: kill switch, paused agent or daily cap"), **_ERRORS},
             },
         },
         "/runs/{run_id}/": {"get": {"summary": "One run", "parameters": [_id("run_id")], "responses": {"200": _json(_ref("Run")), **_ERRORS}}},
@@ -71,8 +84,8 @@ SCHEMA: dict[str, Any] = {
                 "summary": "A run's steps in seq order, after a seq",
                 "parameters": [
                     _id("run_id"),
-                    _query("after", {"type": "integer", "default": 0}, "only steps with a larger seq (use next_after)"),
-                    _query("limit", {"type": "integer", "maximum": 500, "default": 200}, "page size"),
+                    _query("after", {"type": "integer", "minimum": 0, "default": 0}, "only steps with a larger seq (use next_after)"),
+                    _query("limit", {"type": "integer", "minimum": 0, "maximum": 500, "default": 200}, "page size"),
                 ],
                 "responses": {"200": _json({"type": "object", "properties": {"steps": {"type": "array", "items": _ref("Step")}, "next_after": {"type": ["integer", "null"]}}}), **_ERRORS},
             }
@@ -81,14 +94,14 @@ SCHEMA: dict[str, Any] = {
             "post": {
                 "summary": "Stop a run (approver)",
                 "parameters": [_id("run_id")],
-                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"reason": {"type": "string"}}}}}},
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "additionalProperties": False, "properties": {"reason": _TEXT | {"maxLength": 2000}}}}}},
                 "responses": {"200": _json(_ref("Run")), **_ERRORS},
             }
         },
         "/approvals/": {
             "get": {
                 "summary": "List approvals (pending by default, soonest expiry first)",
-                "parameters": [_query("status", {"type": "string", "enum": ["pending", "approved", "rejected", "expired"], "default": "pending"}, "status"), _query("limit", {"type": "integer", "maximum": 500, "default": 100}, "page size")],
+                "parameters": [_query("status", {"type": "string", "enum": ["pending", "approved", "rejected", "expired"], "default": "pending"}, "status"), _query("limit", {"type": "integer", "minimum": 0, "maximum": 500, "default": 100}, "page size")],
                 "responses": {"200": _json({"type": "object", "properties": {"approvals": {"type": "array", "items": _ref("Approval")}}}), **_ERRORS},
             }
         },
@@ -98,7 +111,15 @@ SCHEMA: dict[str, Any] = {
                 "parameters": [_id("approval_id")],
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {"type": "object", "required": ["approve"], "properties": {"approve": {"type": "boolean"}, "comment": {"type": "string", "description": "required to reject"}}}}},
+                    "content": {"application/json": {"schema": {
+                        "type": "object",
+                        "required": ["approve"],
+                        "additionalProperties": False,
+                        "properties": {"approve": {"type": "boolean"}, "comment": _TEXT | {"maxLength": 4000, "description": "required to reject"}},
+                        # A rejection says why: the comment goes back to the model.
+                        "if": {"properties": {"approve": {"const": False}}},
+                        "then": {"required": ["comment"], "properties": {"comment": _TEXT_WITH_CONTENT}},
+                    }}},
                 },
                 "responses": {"200": _json(_ref("Approval")), "409": _json(_ref("Error"), "Already decided or expired"), **_ERRORS},
             }
@@ -109,7 +130,7 @@ SCHEMA: dict[str, Any] = {
                 "summary": "Engage or release the kill switch (admin); a reason is required",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {"type": "object", "required": ["engaged", "reason"], "properties": {"engaged": {"type": "boolean"}, "reason": {"type": "string", "minLength": 1}}}}},
+                    "content": {"application/json": {"schema": {"type": "object", "required": ["engaged", "reason"], "additionalProperties": False, "properties": {"engaged": {"type": "boolean"}, "reason": _TEXT_WITH_CONTENT | {"maxLength": 2000}}}}},
                 },
                 "responses": {"200": _json(_ref("KillSwitch")), **_ERRORS},
             },
@@ -126,6 +147,8 @@ SCHEMA: dict[str, Any] = {
                     "agent": {"type": "string"},
                     "status": {"type": "string"},
                     "status_reason": {"type": "string"},
+                    "outcome": {"type": "string", "description": "what the run achieved: pr_opened, pr_merged, report_submitted, acted, no_change, refused, gate_failed, budget, loop, killed_by_switch, stopped_by_person, rejected, malformed_output, truncated, model_refused, infrastructure, error (empty while active)"},
+                    "outcome_detail": {"type": "string"},
                     "trigger_kind": {"type": "string"},
                     "input": {"type": "string"},
                     "model": {"type": "string"},

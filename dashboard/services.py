@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import statistics
-from decimal import Decimal
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -15,55 +14,91 @@ from django.utils import timezone
 
 from agentops.agents.models import Agent
 from agentops.audit.services import audit_record
-from dashboard.models import ApiToken
+from agentops.guardrails import budgets as guardrail_budgets
+from dashboard.models import ApiToken, TokenScope
 
 Actor = AbstractBaseUser | str | None
 
 
-def budget_history(agent: Agent, *, sample: int = 500) -> dict[str, Any]:
-    """Suggested cost limits from history (seeds/001): the median cost of the agent's recent
-    succeeded runs; 10x as the alarm, 50x as the hard stop."""
-    from agentops.runs.models import Run, RunStatus
-
-    costs = list(
-        Run.objects.filter(agent=agent, status=RunStatus.SUCCEEDED).order_by("-created_at").values_list("cost_usd", flat=True)[:sample]
-    )
-    if not costs:
-        return {"runs": 0, "median": None, "alarm": None, "hard_stop": None}
-    median = Decimal(statistics.median(costs)).quantize(Decimal("0.000001"))
-    return {"runs": len(costs), "median": median, "alarm": median * 10, "hard_stop": median * 50}
+def budget_history(agent: Agent) -> dict[str, Any]:
+    """Suggested cost limits from history: the controller's own rule (agentops.guardrails.budgets),
+    so the page suggests exactly what a run would enforce."""
+    return guardrail_budgets.budget_history(agent).as_dict()
 
 
 # --- API tokens ------------------------------------------------------------------------------
 
 TOKEN_PREFIX = "aop_"
+DEFAULT_TOKEN_DAYS = 90
+MAX_TOKEN_DAYS = 365
+
+
+class TokenRefused(Exception):
+    """Why a bearer token does not authenticate (always a 401: no hint which part was wrong
+    beyond what its holder can already see on the tokens page)."""
+
+
+class ScopeNotAllowed(Exception):
+    pass
 
 
 def _hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_token_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+def token_scopes_for(user: AbstractBaseUser) -> list[str]:
+    """The scopes a person may give a token: never more than their own role can use."""
+    from dashboard import access
+
+    scopes = [TokenScope.READ.value]
+    if access.allowed(user, access.DECIDE):
+        scopes.append(TokenScope.OPERATE.value)
+    if access.allowed(user, access.KILL_SWITCH) and access.allowed(user, access.CONFIGURE):
+        scopes.append(TokenScope.ADMIN.value)
+    return scopes
+
+
+def api_token_create(*, user: AbstractBaseUser, name: str, scope: str, expires_in_days: int = DEFAULT_TOKEN_DAYS) -> tuple[ApiToken, str]:
     """Returns the token row and the raw token, which is shown once and never stored."""
+    if scope not in TokenScope.values:
+        raise ScopeNotAllowed(f"scope must be one of {', '.join(TokenScope.values)}")
+    if scope not in token_scopes_for(user):
+        raise ScopeNotAllowed(f"your role cannot use the {scope} scope")
+    if not isinstance(expires_in_days, int) or not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
+        raise ValueError(f"a token expires after 1 to {MAX_TOKEN_DAYS} days")
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(user=user, name=name.strip()[:100] or "token", prefix=raw[:10], key_hash=_hash(raw))
-    audit_record(actor=user, action="api_token.create", target=token)
+    token = ApiToken.objects.create(
+        user=user,
+        name=name.strip()[:100] or "token",
+        prefix=raw[:10],
+        key_hash=_hash(raw),
+        scope=scope,
+        expires_at=timezone.now() + timedelta(days=expires_in_days),
+    )
+    audit_record(actor=user, action="api_token.create", target=token, after={"scope": token.scope, "expires_at": token.expires_at.isoformat()})
     return token, raw
 
 
 def api_token_revoke(*, token: ApiToken, actor: Actor) -> None:
     if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
-        audit_record(actor=actor, action="api_token.revoke", target=token)
+        audit_record(actor=actor, action="api_token.revoke", target=token, before={"scope": token.scope})
 
 
-def api_token_user(raw: str) -> AbstractBaseUser | None:
-    if not raw.startswith(TOKEN_PREFIX):
-        return None
-    token = ApiToken.objects.select_related("user").filter(key_hash=_hash(raw), revoked_at__isnull=True).first()
-    if token is None or not token.user.is_active:
-        return None
-    # Coarse last-used time: at most one write a minute per token.
+def api_token_authenticate(raw: str) -> ApiToken:
+    """The live token for a raw bearer value, with its user loaded; raises TokenRefused."""
+    if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
+        raise TokenRefused("a valid bearer token is required")
+    token = ApiToken.objects.select_related("user").filter(key_hash=_hash(raw)).first()
+    if token is None:
+        raise TokenRefused("a valid bearer token is required")
+    if token.revoked_at is not None:
+        raise TokenRefused("this token was revoked")
     now = timezone.now()
+    if token.expires_at <= now:
+        raise TokenRefused("this token has expired")
+    if not token.user.is_active:
+        raise TokenRefused("this token's user is deactivated")
+    # Coarse last-used time: at most one write a minute per token.
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+    return token

@@ -4,8 +4,9 @@ and the budget bars. Shared by the page, its fragments, the consumer and the API
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import datetime
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,10 +16,14 @@ WINDOW = 100  # steps per page of the timeline
 MAX_CATCH_UP = 500  # steps a consumer sends per message
 
 
-def steps_window(run_id: int, *, before: int | None = None, after: int | None = None, limit: int = WINDOW) -> list[Step]:
+def steps_window(run_id: int, *, before: int | None = None, after: int | None = None, around: int | None = None, limit: int = WINDOW) -> list[Step]:
     """At most `limit` steps in seq order: the newest (default), those before a seq (scrolling
-    back) or those after a seq (live catch-up). One indexed query on (run, seq)."""
+    back), those after a seq (live catch-up) or those around a seq (a jump to the first error).
+    One indexed query on (run, seq)."""
     steps = Step.objects.filter(run_id=run_id)
+    if around is not None:
+        # Start a little before the step, at its model turn if that is close.
+        return list(steps.filter(seq__gte=max(1, around - 10)).order_by("seq")[:limit])
     if after is not None:
         return list(steps.filter(seq__gt=after).order_by("seq")[:limit])
     if before is not None:
@@ -174,3 +179,237 @@ def run_diff(run: Run) -> str:
     if isinstance(pr, dict) and isinstance(pr.get("diff"), str):
         return pr["diff"]
     return ""
+
+
+# --- the trace: model turns as spans, with their tool calls and observations nested -----------------
+
+# Kinds that open a new top-level span; everything else nests under the model turn before it.
+_TOP_LEVEL = ("input", "status", "output")
+# Kinds a person jumps to: the first of each is linked from the trace header.
+JUMP_KINDS = ("error", "guardrail", "gate_failed")
+_FILE_WRITE_TOOLS = ("write_file", "apply_patch")
+_TEST_TOOLS = ("run_tests", "run_command")
+_FAIL_LINE = re.compile(r"^(FAILED|ERROR)\b|^E\s{2,}|^\S+:\d+: \w*(Error|Exception)\b")
+_SUMMARY_LINE = re.compile(r"^=+ .*\b(failed|passed|error|errors|no tests ran)\b.* =+$")
+CLAMP_LINES = 24  # a payload longer than this is shown clamped, with a button to see all of it
+
+
+@dataclass
+class Span:
+    """One node of the trace: a step, with the steps it caused nested under it."""
+
+    row: StepRow
+    render: str  # turn | tool | event | top
+    start: datetime
+    end: datetime
+    duration_ms: int | None = None
+    children: list[Span] = field(default_factory=list)
+    result: Span | None = None  # a tool call's observation
+    offset_pct: int = 0
+    width_pct: int = 1
+    call_id: str = ""
+    tool: str = ""
+    is_error: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal = Decimal("0")
+    diff: str = ""  # a file write shown as a diff
+    diff_path: str = ""
+    failures: str = ""  # test output: the failing part, shown first
+    gate: dict[str, Any] | None = None
+    clamp: bool = False
+
+    @property
+    def seq(self) -> int:
+        return self.row.seq
+
+    @property
+    def kind(self) -> str:
+        return self.row.kind
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def tool_count(self) -> int:
+        return sum(1 for c in self.children if c.render == "tool")
+
+    @property
+    def error_count(self) -> int:
+        return sum(1 for c in self.children if c.is_error or (c.result is not None and c.result.is_error))
+
+
+def _write_diff(tool: str, arguments: Any) -> tuple[str, str]:
+    """A file write as a unified diff: a patch as it is; whole new content as added lines."""
+    if not isinstance(arguments, dict):
+        return "", ""
+    if tool == "apply_patch" and isinstance(arguments.get("patch"), str):
+        return arguments["patch"], ""
+    if tool == "write_file" and isinstance(arguments.get("content"), str):
+        path = str(arguments.get("path", "file"))
+        lines = arguments["content"].splitlines()
+        body = "\n".join("+" + line for line in lines)
+        return f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{len(lines)} @@\n{body}", path
+    return "", ""
+
+
+def test_failures(output: str, *, limit: int = 60) -> str:
+    """The part of a test run's output a person needs first: the summary line, the failing tests
+    and the assertion lines; empty when nothing failed."""
+    lines = output.splitlines()
+    picked: list[str] = []
+    summary = ""
+    for line in lines:
+        stripped = line.rstrip()
+        if _SUMMARY_LINE.match(stripped.strip()):
+            summary = stripped.strip("= ").strip()
+        elif _FAIL_LINE.search(stripped) and stripped not in picked:
+            picked.append(stripped)
+    if not picked and not (summary and re.search(r"\b(failed|error)", summary)):
+        return ""
+    head = [summary] if summary else []
+    extra = len(picked) - limit
+    return "\n".join(head + picked[:limit] + ([f"… {extra} more lines"] if extra > 0 else []))
+
+
+def _gate(payload: dict[str, Any]) -> dict[str, Any]:
+    evidence = payload.get("evidence") if isinstance(payload.get("evidence"), dict) else {}
+    flags = payload.get("flags") if isinstance(payload.get("flags"), list) else []
+    return {
+        "name": str(payload.get("gate") or payload.get("name") or "?"),
+        "passed": payload.get("passed") is True,
+        "detail": str(payload.get("detail", "")),
+        "flags": [f if isinstance(f, str) else _pretty(f) for f in flags],
+        "evidence": [(str(k), v if isinstance(v, str) else _pretty(v)) for k, v in sorted(evidence.items())],
+    }
+
+
+def _span_of(step: Step, row: StepRow, render: str, prev_end: datetime | None) -> Span:
+    payload = step.payload if isinstance(step.payload, dict) else {}
+    end = step.created_at
+    span = Span(row=row, render=render, start=end, end=end)
+    span.tool = str(payload.get("tool") or payload.get("name") or "")
+    span.call_id = str(payload.get("tool_call_id") or "")
+    span.is_error = bool(payload.get("is_error")) or step.kind == "error" or (step.kind == "gate" and payload.get("passed") is False)
+    if step.kind == "model_call":
+        span.duration_ms = step.latency_ms or None
+        span.start = end - timedelta(milliseconds=step.latency_ms or 0)
+        span.input_tokens, span.output_tokens, span.cost_usd = step.input_tokens, step.output_tokens, step.cost_usd
+    elif step.kind == "observation":
+        # The tool ran between the step before it and this one (a read and its call are one commit).
+        recorded = payload.get("duration_ms")
+        if isinstance(recorded, int | float) and recorded >= 0:
+            span.duration_ms = int(recorded)
+            span.start = end - timedelta(milliseconds=int(recorded))
+        elif prev_end is not None and prev_end <= end:
+            span.start = prev_end
+            span.duration_ms = int((end - prev_end).total_seconds() * 1000)
+        if span.tool in _TEST_TOOLS and isinstance(payload.get("output"), str):
+            span.failures = test_failures(payload["output"])
+    elif step.kind in ("tool_call", "approval_request"):
+        span.diff, span.diff_path = _write_diff(span.tool, payload.get("arguments"))
+    elif step.kind == "gate":
+        span.gate = _gate(payload)
+    span.clamp = row.text.count("\n") >= CLAMP_LINES or len(row.text) > 3000
+    return span
+
+
+def build_trace(steps: list[Step], *, t0: datetime | None = None, t1: datetime | None = None, prev_end: datetime | None = None) -> list[Span]:
+    """Nest a window of steps: each model turn a span with its tool calls (their observation
+    inside) and events under it; input and status stay at the top. Pure: no query."""
+    roots: list[Span] = []
+    turn: Span | None = None
+    calls: dict[str, Span] = {}
+    for step in steps:
+        row = step_row(step)
+        if step.kind == "model_call":
+            turn = _span_of(step, row, "turn", prev_end)
+            roots.append(turn)
+        elif step.kind in ("tool_call",):
+            span = _span_of(step, row, "tool", prev_end)
+            if span.call_id:
+                calls[span.call_id] = span
+            (turn.children if turn else roots).append(span)
+        elif step.kind == "observation" and str((step.payload or {}).get("tool_call_id") or "") in calls:
+            span = _span_of(step, row, "result", prev_end)
+            owner = calls.pop(span.call_id)
+            owner.result = span
+            owner.end, owner.duration_ms, owner.is_error = span.end, span.duration_ms, span.is_error
+            owner.start = min(owner.start, span.start)
+        elif step.kind in _TOP_LEVEL:
+            roots.append(_span_of(step, row, "top", prev_end))
+            turn = None if step.kind == "status" else turn
+        else:
+            # An observation whose call is outside the window (or was refused before it was recorded)
+            # stands alone, with its duration.
+            span = _span_of(step, row, "event", prev_end)
+            (turn.children if turn else roots).append(span)
+        prev_end = step.created_at
+    for root in roots:
+        if root.render == "turn" and root.children:
+            root.end = max([root.end] + [c.end for c in root.children])
+            root.duration_ms = int((root.end - root.start).total_seconds() * 1000)
+    _place(roots, t0, t1)
+    return roots
+
+
+def _place(roots: list[Span], t0: datetime | None, t1: datetime | None) -> None:
+    """Waterfall offsets and widths, in whole percents of the run's time (the CSS allows no inline style)."""
+    every = [s for r in roots for s in [r, *r.children]]
+    if not every:
+        return
+    t0 = t0 or min(s.start for s in every)
+    t1 = max([s.end for s in every] + ([t1] if t1 else []))
+    total = max((t1 - t0).total_seconds(), 0.001)
+    for span in every:
+        offset = (span.start - t0).total_seconds() / total * 100
+        width = (span.end - span.start).total_seconds() / total * 100
+        span.offset_pct = max(0, min(99, int(offset)))
+        span.width_pct = max(1, min(100 - span.offset_pct, round(width)))
+
+
+@dataclass
+class TraceSummary:
+    counts: dict[str, int]
+    first: dict[str, int | None]  # the first error / guardrail / failed gate of the whole run
+
+
+def trace_summary(run_id: int) -> TraceSummary:
+    """Counts per kind and the first error, guardrail and failed gate of the whole run: one
+    aggregate query over the run's (run, seq) index, however long the run."""
+    from django.db.models import Count, Min, Q
+
+    from agentops.runs.models import StepKind
+
+    kinds = [k for k, _ in StepKind.choices]
+    aggregates: dict[str, Any] = {f"n_{k}": Count("id", filter=Q(kind=k)) for k in kinds}
+    aggregates["first_error"] = Min("seq", filter=Q(kind="error") | Q(kind="observation", payload__is_error=True))
+    aggregates["first_guardrail"] = Min("seq", filter=Q(kind="guardrail"))
+    aggregates["first_gate_failed"] = Min("seq", filter=Q(kind="gate", payload__passed=False))
+    row = Step.objects.filter(run_id=run_id).aggregate(**aggregates)
+    return TraceSummary(
+        counts={k: row[f"n_{k}"] for k in kinds if row[f"n_{k}"]},
+        first={"error": row["first_error"], "guardrail": row["first_guardrail"], "gate_failed": row["first_gate_failed"]},
+    )
+
+
+def live_spans(run: Run, steps: list[Step]) -> list[Span]:
+    """Each new step as its own span, for the live view (the browser nests it under its turn or
+    its call): durations from the step before each, the waterfall on the run's axis so far."""
+    from django.utils import timezone
+
+    if not steps:
+        return []
+    before = Step.objects.filter(run_id=run.pk, seq=steps[0].seq - 1).values_list("created_at", flat=True).first()
+    t0 = run.started_at or run.created_at
+    t1 = run.finished_at or timezone.now()
+    spans = []
+    prev_end = before
+    for step in steps:
+        render = "turn" if step.kind == "model_call" else "tool" if step.kind == "tool_call" else "top" if step.kind in _TOP_LEVEL else "event"
+        span = _span_of(step, step_row(step), render, prev_end)
+        spans.append(span)
+        prev_end = step.created_at
+    _place(spans, t0, t1)
+    return spans

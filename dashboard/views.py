@@ -85,16 +85,37 @@ def _agents_with_tiers() -> list[dict[str, Any]]:
     return rows
 
 
+def _drill_slug() -> str:
+    from agentops.guardrails.drills import DRILL_AGENT_SLUG
+
+    return DRILL_AGENT_SLUG
+
+
+def everyday_runs() -> Any:
+    """Runs people look at: the kill-switch drill's synthetic runs are shown on Drills only."""
+    return Run.objects.exclude(agent__slug=_drill_slug())
+
+
+def waiting_pull_requests() -> Any:
+    """Pull requests a person must act on: open and ready for review (a merge needs a person)."""
+    return PullRequest.objects.filter(status=PullRequestStatus.OPEN, draft=False)
+
+
 @member_required
 @require_GET
 def overview(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
+    pending = list(Approval.objects.filter(status=ApprovalStatus.PENDING).select_related("run__agent").order_by("expires_at")[:50])
+    waiting_prs = list(waiting_pull_requests().select_related("run__agent").order_by("created_at")[:20])
     context = {
-        "active_runs": list(Run.objects.filter(status__in=ACTIVE_STATUSES).select_related("agent")[:50]),
-        "pending": list(Approval.objects.filter(status=ApprovalStatus.PENDING).select_related("run__agent").order_by("expires_at")[:50]),
-        "agents": (agents := _agents_with_tiers()),
+        "active_runs": list(everyday_runs().filter(status__in=ACTIVE_STATUSES).select_related("agent")[:50]),
+        "pending": pending,
+        "approval_rows": approval_rows(pending[:10]),
+        "waiting_prs": waiting_prs,
+        "waiting_total": len(pending) + len(waiting_prs),
+        "agents": (agents := [row for row in _agents_with_tiers() if row["agent"].slug != _drill_slug()]),
         "today_total": sum((row["cost"] for row in agents), Decimal("0")),
-        "recent_runs": list(Run.objects.exclude(status__in=ACTIVE_STATUSES).select_related("agent")[:10]),
+        "recent_runs": list(everyday_runs().exclude(status__in=ACTIVE_STATUSES).select_related("agent")[:10]),
         "now": now,
     }
     template = "dashboard/overview.html#live" if request.htmx else "dashboard/overview.html"
@@ -179,7 +200,22 @@ def drill_start(request: HttpRequest) -> HttpResponse:
 @member_required
 @require_GET
 def agent_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/agent_list.html", {"agents": _agents_with_tiers()})
+    return render(request, "dashboard/agent_list.html", {"agents": [row for row in _agents_with_tiers() if row["agent"].slug != _drill_slug()]})
+
+
+@member_required
+@require_GET
+def live_counts(request: HttpRequest) -> HttpResponse:
+    """The header's counters, re-read by every page when the overview socket says something changed."""
+    from django.http import JsonResponse
+
+    return JsonResponse(
+        {
+            "approvals": Approval.objects.filter(status=ApprovalStatus.PENDING).count(),
+            "active": everyday_runs().filter(status__in=ACTIVE_STATUSES).count(),
+            "pulls": waiting_pull_requests().count(),
+        }
+    )
 
 
 def _agent(slug: str) -> Agent:
@@ -195,10 +231,14 @@ def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
     tier, reasons = maturity_tier(agent, policy=policy, grants=grants)
     from agentops.tools.registry import get_tool
 
+    from dashboard.readable import action_caps, rule_lines, scope_rows
+
     grant_rows = [
-        {"grant": g, "risk": (get_tool(g.tool).risk_class if get_tool(g.tool) else "unknown"), "errors": agent_services.grant_scope_errors(g.tool, g.scope)}
+        {"grant": g, "risk": (get_tool(g.tool).risk_class if get_tool(g.tool) else "unknown"), "errors": agent_services.grant_scope_errors(g.tool, g.scope),
+         "scope_rows": scope_rows(g.tool, g.scope)}
         for g in grants
     ]
+    trigger_rows = [{"trigger": t, "rules": rule_lines(t.kind, t.rules)} for t in agent.triggers.all()]
     return render(
         request,
         "dashboard/agent_detail.html",
@@ -206,7 +246,9 @@ def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "agent": agent,
             "policy": policy,
             "grants": grant_rows,
-            "triggers": list(agent.triggers.all()),
+            "triggers": trigger_rows,
+            "trust_consequence": forms.PHASE_CONSEQUENCES.get(agent.trust_phase, ""),
+            "action_caps": action_caps(policy.daily_action_caps) if policy else [],
             "tier": tier,
             "tier_css": TIER_CSS[tier],
             "reasons": reasons,
@@ -223,12 +265,14 @@ def _render_edit(request: HttpRequest, agent: Agent, *, status: int = 200, **bou
     policy = timeline.policy_of(agent) or Policy(agent=agent)
     grant_forms = []
     for grant in agent.grants.all():
-        form = bound.get(f"grant_{grant.pk}") or forms.GrantForm(prefix=f"g{grant.pk}", initial={"tool": grant.tool, "scope": grant.scope, "approval": grant.approval})
+        form = bound.get(f"grant_{grant.pk}") or forms.GrantForm(prefix=f"g{grant.pk}", tool=grant.tool, initial={"tool": grant.tool, "scope": grant.scope, "approval": grant.approval})
         grant_forms.append((grant, form))
+    from dashboard.readable import rule_lines
+
     trigger_forms = []
     for trigger in agent.triggers.all():
         form = bound.get(f"trigger_{trigger.pk}") or forms.TriggerForm(prefix=f"t{trigger.pk}", instance=trigger)
-        trigger_forms.append((trigger, form))
+        trigger_forms.append((trigger, form, rule_lines(trigger.kind, trigger.rules)))
     context = {
         "agent": agent,
         "agent_form": bound.get("agent_form") or forms.AgentForm(instance=agent),
@@ -238,6 +282,7 @@ def _render_edit(request: HttpRequest, agent: Agent, *, status: int = 200, **bou
         "trigger_forms": trigger_forms,
         "new_trigger_form": bound.get("new_trigger") or forms.TriggerForm(prefix="newt"),
         "history": services.budget_history(agent),
+        "phase_consequences": forms.PHASE_CONSEQUENCES,
     }
     return render(request, "dashboard/agent_edit.html", context, status=status)
 
@@ -262,7 +307,7 @@ def agent_edit(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         # Both or neither: a policy the validator refuses must not leave the agent half-saved.
         with transaction.atomic():
-            agent_services.agent_update(agent=agent, actor=request.user, changes=agent_form.cleaned_data)
+            agent_services.agent_update(agent=agent, actor=request.user, changes=agent_form.cleaned_data, reason=agent_form.cleaned_data["trust_reason"])
             agent_services.policy_update(agent=agent, actor=request.user, changes=policy_form.cleaned_data)
     except ValidationError as exc:
         for field, errors in exc.message_dict.items():
@@ -285,7 +330,7 @@ def grant_save(request: HttpRequest, slug: str, grant_id: int | None = None) -> 
     else:
         require_perm(request.user, access.CHANGE_GRANT)
         grant = get_object_or_404(ToolGrant, pk=grant_id, agent=agent)
-        form = forms.GrantForm(request.POST, prefix=f"g{grant.pk}")
+        form = forms.GrantForm(request.POST, prefix=f"g{grant.pk}", tool=grant.tool, initial={"scope": grant.scope})
         key = f"grant_{grant.pk}"
     if form.is_valid():
         try:
@@ -397,6 +442,18 @@ def agent_resume(request: HttpRequest, slug: str) -> HttpResponse:
 def run_list(request: HttpRequest) -> HttpResponse:
     form = forms.RunFilterForm(request.GET or None)
     runs = Run.objects.select_related("agent", "trigger")
+    if request.GET.get("agent", "") != _drill_slug():
+        runs = runs.exclude(agent__slug=_drill_slug())
+        form.fields["agent"].queryset = form.fields["agent"].queryset.exclude(slug=_drill_slug())
+    q = request.GET.get("q", "").strip()[:200]
+    if q:
+        from django.db.models import Q
+
+        # Free text over what a person remembers of a run: its input, agent, error, reason or outcome.
+        match = Q(input__icontains=q) | Q(agent__name__icontains=q) | Q(final_error__icontains=q) | Q(status_reason__icontains=q) | Q(outcome_detail__icontains=q)
+        if q.lstrip("#").isdigit():
+            match |= Q(pk=int(q.lstrip("#")[:12]))
+        runs = runs.filter(match)
     if form.is_valid():
         data = form.cleaned_data
         if data["agent"]:
@@ -412,7 +469,8 @@ def run_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(runs, 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    return render(request, "dashboard/run_list.html", {"form": form, "page": page, "query": query.urlencode()})
+    template = "dashboard/run_list.html#live" if request.htmx else "dashboard/run_list.html"
+    return render(request, template, {"form": form, "page": page, "query": query.urlencode(), "q": q})
 
 
 def _run(run_id: int) -> Run:
@@ -421,30 +479,65 @@ def _run(run_id: int) -> Run:
 
 def run_context(run: Run) -> dict[str, Any]:
     policy = timeline.policy_of(run.agent)
-    return {"run": run, "bars": timeline.budget_bars(run, policy), "policy": policy}
+    return {"run": run, "bars": timeline.budget_bars(run, policy), "policy": policy, "total_steps": run.next_seq - 1}
+
+
+def _error_group_of(run: Run) -> ErrorGroup | None:
+    fingerprint = run.fingerprint or ""
+    if not fingerprint.startswith("error:") or not fingerprint[6:].isdigit():
+        return None
+    return ErrorGroup.objects.filter(pk=int(fingerprint[6:])).only("pk", "title").first()
+
+
+def _int_param(request: HttpRequest, name: str) -> int | None:
+    value = request.GET.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return max(0, min(int(value), 2**31 - 1))
+    except ValueError:
+        raise Http404(f"{name} must be a number") from None
+
+
+def _trace_bounds(run: Run) -> tuple[Any, Any]:
+    """The waterfall's time axis: the run's start to its end (or now, while it runs)."""
+    start = run.started_at or run.created_at
+    end = run.finished_at or (timezone.now() if run.is_active else None)
+    return start, end
 
 
 @member_required
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run(run_id)
-    steps = timeline.steps_window(run.pk)
+    if request.htmx and request.GET.get("part") == "actions":
+        # Re-fetched by the page when the run's status changes: the buttons need this request's CSRF token.
+        return render(request, "dashboard/run_detail.html#actions", {"run": run, "pending": list(run.approvals.filter(status=ApprovalStatus.PENDING))})
+    around = _int_param(request, "around")
+    steps = timeline.steps_window(run.pk, around=around)
+    newest = run.next_seq - 1
+    last_seq = steps[-1].seq if steps else 0
+    t0, t1 = _trace_bounds(run)
     pr = (run.result or {}).get("pull_request") if isinstance(run.result, dict) else None
-    local_pr = _local_pull_request(run) if pr else None
+    local_pr = _local_pull_request(run)
     context = {
         **run_context(run),
-        "rows": [timeline.step_row(s) for s in steps],
+        "spans": timeline.build_trace(steps, t0=t0, t1=t1),
+        "trace": timeline.trace_summary(run.pk),
         "first_seq": steps[0].seq if steps else None,
         "show_more": bool(steps) and steps[0].seq > 1,
-        "last_seq": steps[-1].seq if steps else 0,
-        "total_steps": run.next_seq - 1,
+        "show_later": around is not None and last_seq < newest,
+        "last_seq": last_seq,
+        # Live catch-up starts after what is shown, or, past a gap, after the newest step.
+        "newest_seq": newest if around is not None else last_seq,
         "pending": list(run.approvals.filter(status=ApprovalStatus.PENDING)),
+        "gates": gate_rows(run.pk),
         "diff": timeline.run_diff(run) or (local_pr.diff if local_pr else ""),
-        "pull_request": pr if isinstance(pr, dict) else None,
+        "pull_request": pr if isinstance(pr, dict) else ({"number": local_pr.number, "title": local_pr.title, "branch": local_pr.branch} if local_pr else None),
         "local_pr": local_pr,
-        "pr_status": (local_pr.status if local_pr else (pr or {}).get("status", "")) if isinstance(pr, dict) else "",
+        "pr_status": (local_pr.status if local_pr else (pr or {}).get("status", "")) if (local_pr or isinstance(pr, dict)) else "",
         "can_merge": local_pr is not None and local_pr.status == "open" and not local_pr.draft,
-        "step_kinds": Step._meta.get_field("kind").choices,
+        "error_group": _error_group_of(run),
     }
     return render(request, "dashboard/run_detail.html", context)
 
@@ -463,23 +556,14 @@ def _local_pull_request(run: Run) -> Any:
 @member_required
 @require_GET
 def run_steps(request: HttpRequest, run_id: int) -> HttpResponse:
-    """A fragment of the timeline: earlier steps (?before=seq) or newer ones (?after=seq)."""
-    run = get_object_or_404(Run.objects.only("pk"), pk=run_id)
-
-    def _int(name: str) -> int | None:
-        value = request.GET.get(name)
-        if value is None:
-            return None
-        try:
-            return max(0, int(value))
-        except ValueError:
-            raise Http404(f"{name} must be a number") from None
-
-    before, after = _int("before"), _int("after")
+    """A fragment of the trace: earlier steps (?before=seq) or newer ones (?after=seq)."""
+    run = get_object_or_404(Run.objects.only("pk", "created_at", "started_at", "finished_at", "status"), pk=run_id)
+    before, after = _int_param(request, "before"), _int_param(request, "after")
     steps = timeline.steps_window(run.pk, before=before, after=after)
+    t0, t1 = _trace_bounds(run)
     context = {
         "run": run,
-        "rows": [timeline.step_row(s) for s in steps],
+        "spans": timeline.build_trace(steps, t0=t0, t1=t1),
         "first_seq": steps[0].seq if steps else None,
         "show_more": before is not None and bool(steps) and steps[0].seq > 1,
     }
@@ -509,7 +593,7 @@ def run_stop(request: HttpRequest, run_id: int) -> HttpResponse:
         messages.warning(request, f"Run {run.pk} is stopping.")
     else:
         messages.info(request, f"Run {run.pk} had already finished ({run.status}).")
-    return redirect("dashboard:run_detail", run_id=run.pk)
+    return redirect(_safe_next(request, reverse("dashboard:run_detail", args=[run.pk])))
 
 
 # --- pull requests (the local forge) ---------------------------------------------------------
@@ -553,10 +637,14 @@ def gate_rows(run_id: int | None) -> list[dict[str, Any]]:
 @member_required
 @require_GET
 def pull_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    from dashboard import diffview
+
     pr = _pull_request(pk)
     is_open = pr.status == PullRequestStatus.OPEN
     context = {
         "pr": pr,
+        "parsed": diffview.parse(pr.diff or ""),
+        "error_group": _error_group_of(pr.run) if pr.run_id else None,
         "gates": gate_rows(pr.run_id),
         "comments": list(pr.comments.all()),
         "can_review": access.allowed(request.user, access.REVIEW_PULL_REQUEST),
@@ -690,8 +778,37 @@ def error_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "spark": _spark(hourly_counts(group, hours=SPARK_HOURS)),
         "refusals": list(TriggerRefusal.objects.filter(group=group).select_related("trigger__agent")[:50]),
         "runs": list(Run.objects.filter(fingerprint=group.run_fingerprint).select_related("agent").order_by("-created_at")[:50]),
+        "fix_state": error_fix_state(group),
+        "can_retry": access.allowed(request.user, access.START_RUN),
     }
     return render(request, "dashboard/error_detail.html", context)
+
+
+def error_fix_state(group: ErrorGroup) -> Any:
+    """What the next event of this group does: run active, cooldown, fix merged, regressed (the
+    same decision ingest makes)."""
+    from agentops.triggers.ingest import group_snapshot
+    from agentops.triggers.rules import cooldown_of, group_state
+
+    snapshot = group_snapshot(group.pk)
+    trigger = Trigger.objects.filter(pk=snapshot.run_trigger_id).first() if snapshot.run_trigger_id else None
+    return group_state(snapshot, cooldown_s=cooldown_of(trigger.rules if trigger and isinstance(trigger.rules, dict) else None))
+
+
+@member_required
+@require_POST
+def error_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    from agentops.triggers.rules import RetryRefused, error_group_retry
+
+    require_perm(request.user, access.START_RUN)
+    group = get_object_or_404(ErrorGroup.objects.select_related("project"), pk=pk)
+    try:
+        run = error_group_retry(group=group, actor=request.user)
+    except RetryRefused as exc:
+        messages.error(request, f"Retry refused: {exc}")
+        return redirect("dashboard:error_detail", pk=group.pk)
+    messages.info(request, f"Run #{run.pk} started for this problem.")
+    return redirect("dashboard:run_detail", run_id=run.pk)
 
 
 # --- approvals -------------------------------------------------------------------------------
@@ -720,7 +837,8 @@ def approval_rows(approvals: list[Approval]) -> list[dict[str, Any]]:
 def approval_list(request: HttpRequest) -> HttpResponse:
     pending = list(Approval.objects.filter(status=ApprovalStatus.PENDING).select_related("run__agent").order_by("expires_at")[:100])
     decided = list(Approval.objects.exclude(status=ApprovalStatus.PENDING).select_related("run__agent").order_by("-decided_at")[:30])
-    return render(request, "dashboard/approvals.html", {"rows": approval_rows(pending), "decided": decided})
+    template = "dashboard/approvals.html#live" if request.htmx else "dashboard/approvals.html"
+    return render(request, template, {"rows": approval_rows(pending), "decided": decided})
 
 
 @member_required
@@ -760,6 +878,10 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     if actor:
         events = events.filter(actor_label=actor)
     page = Paginator(events, 100).get_page(request.GET.get("page"))
+    from dashboard.readable import field_changes
+
+    for event in page:
+        event.changes = field_changes(event.before, event.after)
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "dashboard/audit.html", {"page": page, "action": action, "actor": actor, "query": query.urlencode()})
@@ -778,7 +900,7 @@ def spend(request: HttpRequest) -> HttpResponse:
     today = timezone.now().date()
     start = today - timedelta(days=days - 1)
     rows = (
-        Run.objects.filter(created_at__date__gte=start)
+        everyday_runs().filter(created_at__date__gte=start)
         .annotate(day=TruncDate("created_at"))
         .values("day", "agent__name")
         .annotate(cost=Sum("cost_usd"), runs=Count("id"))
@@ -792,18 +914,56 @@ def spend(request: HttpRequest) -> HttpResponse:
             agent_names.append(row["agent__name"])
     colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted(agent_names))}
     totals = {day: sum(v.values(), Decimal("0")) for day, v in by_day.items()}
-    peak = max(totals.values(), default=Decimal("0")) or Decimal("1")
+    from agentops.agents.models import Policy
+
+    # Each agent's own daily cap, drawn in its colour: the cap is per agent, so a sum of caps
+    # would hide an agent over its cap behind another one under its own.
+    caps = {
+        name: cap
+        for name, cap in Policy.objects.exclude(agent__slug=_drill_slug()).values_list("agent__name", "daily_max_cost_usd")
+        if cap
+    }
+    for name in sorted(caps):
+        if name not in colours:
+            colours[name] = PALETTE[len(colours) % len(PALETTE)]
+    # The scale follows what was spent; a cap far above it (more than 4x the costliest day) would
+    # flatten every bar to a sliver, so it is named in the legend as above the chart instead.
+    highest = max(totals.values(), default=Decimal("0"))
+    in_scale = [cap for cap in caps.values() if not highest or cap <= highest * 4]
+    peak = max([highest, *in_scale], default=Decimal("0")) or Decimal("1")
+    cap_lines = [
+        {"agent": name, "cap": cap, "pct": float(cap / peak * 100), "colour": colours[name], "above": cap > peak}
+        for name, cap in sorted(caps.items())
+    ]
     columns = []
     for i in range(days):
         day = start + timedelta(days=i)
         segments = [
-            {"agent": name, "cost": cost, "pct": float(cost / peak * 100), "colour": colours[name]}
+            {"agent": name, "cost": cost, "pct": float(cost / peak * 100), "colour": colours[name], "over": name in caps and cost > caps[name]}
             for name, cost in sorted(by_day.get(day, {}).items())
             if cost
         ]
-        columns.append({"day": day, "total": totals.get(day, Decimal("0")), "segments": segments})
+        columns.append({"day": day, "total": totals.get(day, Decimal("0")), "segments": segments, "over": any(s["over"] for s in segments)})
+    period_runs = everyday_runs().filter(created_at__date__gte=start)
+    per_agent_rows = (
+        period_runs.values("agent__name")
+        .annotate(cost=Sum("cost_usd"), runs=Count("id"), turns=Sum("model_calls"), tokens=Sum("input_tokens") + Sum("output_tokens") + Sum("cache_read_tokens") + Sum("cache_write_tokens"))
+        .order_by("-cost")
+    )
+    today_cost = dict(everyday_runs().filter(created_at__date=today).values_list("agent__name").annotate(c=Sum("cost_usd")))
+    per_agent = []
+    for row in per_agent_rows:
+        name, cost = row["agent__name"], row["cost"] or Decimal("0")
+        cap = caps.get(name)
+        spent_today = today_cost.get(name) or Decimal("0")
+        per_agent.append({
+            "agent": name, "colour": colours.get(name, PALETTE[-1]), "cost": cost, "runs": row["runs"], "turns": row["turns"] or 0, "tokens": row["tokens"] or 0,
+            "per_run": cost / row["runs"] if row["runs"] else None, "per_turn": cost / row["turns"] if row["turns"] else None,
+            "cap": cap, "today": spent_today, "today_pct": float(spent_today / cap * 100) if cap else None,
+            "days_over": sum(1 for day_costs in by_day.values() if cap and day_costs.get(name, Decimal("0")) > cap),
+        })
     models = (
-        Run.objects.filter(created_at__date__gte=start)
+        period_runs
         .values("model")
         .annotate(
             runs=Count("id"),
@@ -814,10 +974,25 @@ def spend(request: HttpRequest) -> HttpResponse:
         )
         .order_by("-cost")
     )
+    costly_runs = list(period_runs.filter(cost_usd__gt=0).select_related("agent").order_by("-cost_usd")[:10])
+    for run in costly_runs:
+        run.step_count = max(0, run.next_seq - 1)
+    # The costliest model turns, among the steps of the period's 50 costliest runs: a step never
+    # costs more than its run, and the (run, seq) index keeps this bounded however long runs grow.
+    top_run_ids = list(period_runs.filter(cost_usd__gt=0).order_by("-cost_usd").values_list("id", flat=True)[:50])
+    costly_steps = list(
+        Step.objects.filter(run_id__in=top_run_ids, kind=StepKind.MODEL_CALL, cost_usd__gt=0)
+        .select_related("run__agent").order_by("-cost_usd", "run_id", "seq")[:10]
+    )
+    grand_total = sum(totals.values(), Decimal("0"))
     return render(
         request,
         "dashboard/spend.html",
-        {"days": days, "columns": columns, "peak": peak, "legend": sorted(colours.items()), "models": list(models), "grand_total": sum(totals.values(), Decimal("0"))},
+        {
+            "days": days, "columns": columns, "peak": peak, "legend": sorted((n, c) for n, c in colours.items() if n in agent_names or n in caps),
+            "models": list(models), "grand_total": grand_total, "cap_lines": cap_lines, "per_agent": per_agent,
+            "costly_runs": costly_runs, "costly_steps": costly_steps,
+        },
     )
 
 
@@ -827,18 +1002,27 @@ def spend(request: HttpRequest) -> HttpResponse:
 @member_required
 def tokens(request: HttpRequest) -> HttpResponse:
     new_token = None
-    form = forms.TokenForm(request.POST or None)
+    form = forms.TokenForm(request.POST or None, user=request.user)
     if request.method == "POST":
         if form.is_valid():
-            _, new_token = services.api_token_create(user=request.user, name=form.cleaned_data["name"])
-            form = forms.TokenForm()
+            data = form.cleaned_data
+            try:
+                _, new_token = services.api_token_create(user=request.user, name=data["name"], scope=data["scope"], expires_in_days=data["expires_in_days"])
+            except (services.ScopeNotAllowed, ValueError) as exc:
+                form.add_error(None, str(exc))
+            else:
+                form = forms.TokenForm(user=request.user)
     elif request.method != "GET":
         return HttpResponse(status=405)
-    return render(
+    response = render(
         request,
         "dashboard/tokens.html",
-        {"tokens": request.user.api_tokens.all(), "form": form, "new_token": new_token},
+        {"tokens": request.user.api_tokens.all(), "form": form, "new_token": new_token, "now": timezone.now()},
     )
+    if new_token:
+        # The secret is in this page only: no cache may keep a copy.
+        response["Cache-Control"] = "no-store"
+    return response
 
 
 @member_required

@@ -73,7 +73,9 @@ def test_the_demo_goes_from_a_real_error_to_a_merged_pull_request_in_the_browser
         page.goto(f"{url}/pulls/1/")
         for gate in ("secrets", "diff_limits", "tests_intact", "tests_pass"):
             expect(page.get_by_role("cell", name=gate, exact=True)).to_be_visible()
-        page.click("text=Merge into main")
+        # Merging asks for a confirmation that names the target branch (issue 12).
+        page.click("#merge summary")
+        page.click("text=Confirm: merge into main")
         expect(page.get_by_text("merged", exact=True).first).to_be_visible(timeout=30_000)
         page.screenshot(path=str(SHOTS / "demo-merged.png"))
         browser.close()

@@ -66,3 +66,16 @@ def test_an_unreachable_slack_never_fails_the_action(db, settings):
     settings.AGENTOPS_SLACK_WEBHOOK_URL = "http://127.0.0.1:9/unreachable"
     state = kill_switch_engage(actor="alice", reason="drill")
     assert state.engaged
+
+
+def test_no_secret_leaves_in_an_email_or_a_slack_message(db, notifying, settings):
+    from agentops.notify import notify
+
+    own = "own" + "x9" * 20
+    settings.AGENTOPS_SECRET_VALUES = [own]
+    stripe = "sk_" + "live_" + "Ab3" * 8
+    notify(event="approval", subject=f"Pay with {stripe}", text=f"The model says: use {own} and '{stripe[:8]}' + '{stripe[8:]}'", path="/approvals/")
+    sent = mail.outbox[0].subject + mail.outbox[0].body + notifying[0]["text"]
+    assert own not in sent and stripe not in sent and stripe[8:] not in sent
+    assert "[REDACTED]" in mail.outbox[0].body and "[REDACTED]" in notifying[0]["text"]
+

@@ -99,3 +99,49 @@ def test_schema_commands_run_without_a_secret_key_but_others_do_not():
     assert check.returncode == 0 and "No changes detected" in check.stdout, check.stderr
     migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--plan"], cwd=ROOT, env=clean, capture_output=True, text=True)
     assert migrate.returncode != 0 and "SECRET_KEY must be set unless DEBUG=1" in migrate.stderr
+
+
+def _settings_json(env: dict[str, str], names: list[str]) -> dict:
+    import json
+
+    code = "import json, django; django.setup(); from django.conf import settings as s; print(json.dumps({n: getattr(s, n, None) for n in %r}, default=str))" % names
+    clean = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "DJANGO_SETTINGS_MODULE": "agentops.settings", "AGENTOPS_DATA_DIR": "/tmp/agentops-settings-test", **env}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+SECURITY = ["SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "X_FRAME_OPTIONS", "SECURE_CONTENT_TYPE_NOSNIFF", "SECURE_REFERRER_POLICY", "SESSION_COOKIE_HTTPONLY", "CONTENT_SECURITY_POLICY", "MIDDLEWARE"]
+
+
+def test_production_settings_make_cookies_secure_and_send_hsts_and_a_strict_policy():
+    got = _settings_json({"SECRET_KEY": "x" * 50}, SECURITY)
+    assert got["SESSION_COOKIE_SECURE"] is True and got["CSRF_COOKIE_SECURE"] is True and got["SESSION_COOKIE_HTTPONLY"] is True
+    assert got["SECURE_HSTS_SECONDS"] >= 31_536_000 and got["SECURE_HSTS_INCLUDE_SUBDOMAINS"] is True
+    assert got["X_FRAME_OPTIONS"] == "DENY" and got["SECURE_CONTENT_TYPE_NOSNIFF"] is True
+    assert got["SECURE_REFERRER_POLICY"] == "same-origin"
+    directives = got["CONTENT_SECURITY_POLICY"]["DIRECTIVES"]
+    assert directives["script-src"] == ["'self'"] and directives["style-src"] == ["'self'"]
+    assert not any("unsafe" in v for values in directives.values() for v in values)
+    assert "csp.middleware.CSPMiddleware" in got["MIDDLEWARE"] and got["MIDDLEWARE"][-1] == "axes.middleware.AxesMiddleware"
+
+
+def test_the_embedded_demo_turns_secure_cookies_off_for_plain_http_on_loopback():
+    got = _settings_json({"SECRET_KEY": "x" * 50, "AGENTOPS_SECURE_COOKIES": "0"}, SECURITY)
+    assert got["SESSION_COOKIE_SECURE"] is False and got["CSRF_COOKIE_SECURE"] is False
+    # Everything else stays as strict as in production.
+    assert got["X_FRAME_OPTIONS"] == "DENY" and got["CONTENT_SECURITY_POLICY"]["DIRECTIVES"]["script-src"] == ["'self'"]
+    result = _load_settings({"SECRET_KEY": "x" * 50, "AGENTOPS_SECURE_COOKIES": "sometimes"})
+    assert result.returncode != 0 and "AGENTOPS_SECURE_COOKIES must be one of" in result.stderr
+
+
+def test_the_redis_channel_layer_reads_longer_than_its_blocking_receive_waits():
+    from channels_redis.core import RedisChannelLayer
+
+    got = _settings_json({"DEBUG": "1", "REDIS_URL": "redis://127.0.0.1:6379/0"}, ["CHANNEL_LAYERS"])
+    host = got["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"][0]
+    assert host["address"] == "redis://127.0.0.1:6379/0"
+    # A finite timeout (a dead Redis is noticed) that outlasts BZPOPMIN's wait (no idle 1011s).
+    assert RedisChannelLayer.brpop_timeout < host["socket_timeout"] < 300
+    result = _load_settings({"DEBUG": "1", "REDIS_URL": "redis://x/0", "AGENTOPS_CHANNEL_REDIS_SOCKET_TIMEOUT_S": "5"})
+    assert result.returncode != 0 and "AGENTOPS_CHANNEL_REDIS_SOCKET_TIMEOUT_S must be >= 10" in result.stderr

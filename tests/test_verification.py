@@ -118,10 +118,15 @@ def test_weakened_tests_are_caught(new, problem):
 
 
 def test_strengthened_or_new_tests_pass():
-    stronger = OLD.replace("    assert total(1) == 4\n", "    assert total(1) == 4\n    assert total(2) == 5\n") + "\ndef test_more():\n    assert True\n"
+    stronger = OLD.replace("    assert total(1) == 4\n", "    assert total(1) == 4\n    assert total(2) == 5\n") + "\ndef test_more():\n    assert total(0) == 0\n"
     assert weakened_tests("tests/test_x.py", OLD, stronger) == []
-    assert weakened_tests("tests/test_new.py", None, "def test_a():\n    assert 1\n") == []
+    assert weakened_tests("tests/test_new.py", None, "def test_a():\n    assert total(1) == 4\n") == []
     assert weakened_tests("tests/test_x.py", OLD, OLD.replace("== 3", "== 3  # total of the cart")) == []
+
+
+def test_a_new_test_that_cannot_fail_is_caught():
+    problems = weakened_tests("tests/test_new.py", None, "def test_a():\n    assert 1\n")
+    assert problems and "can never fail" in problems[0]
 
 
 def test_collection_tricks_are_caught():
@@ -184,7 +189,7 @@ def test_a_good_fix_passes_every_gate_in_a_fresh_sandbox(bubblewrap, checkout_re
     diff = fixed_diff(checkout_repo, _fix_pool)
     result = verify_change(run=gate_run, agent=gate_agent, diff=diff, text="Fix the pool", repo_source=checkout_repo, ref="main", message="Fix")
     assert result.passed, result.summary()
-    assert gates_of(gate_run) == [("secrets", True), ("diff_limits", True), ("tests_intact", True), ("tests_pass", True)]
+    assert gates_of(gate_run) == [("secrets", True), ("diff_limits", True), ("change", True), ("tests_intact", True), ("tests_pass", True)]
     assert list(result.changes.files) == ["checkout/db.py"]
     assert "CHECKOUT_DB_POOL_SIZE" in result.changes.files["checkout/db.py"]
 
@@ -204,7 +209,7 @@ def test_deleting_the_failing_test_is_stopped_before_tests_run(bubblewrap, check
     diff = fixed_diff(checkout_repo, lambda w: (w / "tests" / "test_load.py").unlink())
     result = verify_change(run=gate_run, agent=gate_agent, diff=diff, repo_source=checkout_repo, ref="main")
     assert not result.passed
-    assert gates_of(gate_run) == [("secrets", True), ("diff_limits", True), ("tests_intact", False)]
+    assert gates_of(gate_run) == [("secrets", True), ("diff_limits", True), ("change", True), ("tests_intact", False)]
     assert "tests/test_load.py: existing test file deleted" in result.failures()[0].detail
 
 
@@ -224,3 +229,29 @@ def test_a_diff_that_does_not_apply_is_stopped(bubblewrap, checkout_repo, gate_a
     result = verify_change(run=gate_run, agent=gate_agent, diff=DIFF, repo_source=checkout_repo, ref="main")
     assert not result.passed
     assert "does not apply" in result.failures()[0].detail
+
+
+def test_a_gate_sandbox_that_cannot_start_stops_the_change_with_a_reason(checkout_repo, gate_agent, gate_run):
+    from agentops.sandbox import SandboxError
+
+    def broken(**kw):
+        raise SandboxError("the docker engine is unreachable")
+
+    diff = fixed_diff(checkout_repo, _fix_pool)
+    result = verify_change(run=gate_run, agent=gate_agent, diff=diff, repo_source=checkout_repo, ref="main", create_sandbox=broken)
+    assert not result.passed and result.changes is None
+    assert gates_of(gate_run)[-1] == ("tests_pass", False)
+    assert "could not be started: the docker engine is unreachable" in result.failures()[0].detail
+
+
+@pytest.mark.slow
+def test_a_test_command_that_is_not_pytest_is_judged_by_exit_code_and_flagged(bubblewrap, checkout_repo, make_agent):
+    from agentops.runs.services import run_create
+
+    agent = make_agent(slug="not-pytest", trust_phase=4, config={"test_command": "true", "repository": "x"})
+    run = run_create(agent=agent, input="fix", enqueue=False)
+    result = verify_change(run=run, agent=agent, diff=fixed_diff(checkout_repo, _fix_pool), repo_source=checkout_repo, ref="main")
+    assert result.passed, result.summary()
+    assert any("is not pytest: only its exit code is known" in f for f in result.flags)
+    step = Step.objects.filter(run=run, kind="gate").order_by("-seq").first()
+    assert step.payload["gate"] == "tests_pass" and step.payload["flags"]

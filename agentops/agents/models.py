@@ -82,6 +82,8 @@ class Policy(models.Model):
     sandbox_memory_mb = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(64)])
     sandbox_pids = models.PositiveIntegerField(default=256, validators=[MinValueValidator(16)])
     sandbox_cpus = models.DecimalField(max_digits=4, decimal_places=2, default=Decimal("1"))
+    # The most the workspace may hold (and half of it each for /tmp and home): a run can never fill the host.
+    sandbox_disk_mb = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(64), MaxValueValidator(1_048_576)])
     command_timeout_s = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1), MaxValueValidator(86400)])
 
     class Meta:

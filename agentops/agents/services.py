@@ -5,7 +5,7 @@ dashboard, the API and commands that change a configuration all go through the s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -67,10 +67,25 @@ def check_agent_config(agent: Agent, change: Callable[[dict[str, Any]], None], *
         raise ValidationError(by_field)
 
 
-def agent_update(*, agent: Agent, actor: Actor, changes: dict[str, Any]) -> Agent:
-    check_agent_config(agent, lambda spec: spec.update({k: v for k, v in changes.items() if k in AGENT_FIELDS}), fields=AGENT_FIELDS)
+def _same_text(a: Any, b: Any) -> bool:
+    """Equal but for line endings (a browser posts CRLF whatever the text held)."""
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    return a.replace("\r\n", "\n").replace("\r", "\n") == b.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def agent_update(*, agent: Agent, actor: Actor, changes: dict[str, Any], reason: str = "") -> Agent:
+    """Change an agent. Raising its trust phase lets it do more alone, so it needs a reason, which
+    the audit entry keeps."""
+    changes = {k: v for k, v in changes.items() if k in AGENT_FIELDS}
+    check_agent_config(agent, lambda spec: spec.update(changes), fields=AGENT_FIELDS)
+    reason = (reason or "").strip()
     with transaction.atomic():
         current = Agent.objects.select_for_update().get(pk=agent.pk)
+        if "objective" in changes and _same_text(changes["objective"], current.objective):
+            del changes["objective"]
+        if "trust_phase" in changes and int(changes["trust_phase"]) > current.trust_phase and not reason:
+            raise ValidationError({"trust_phase": ["raising the trust phase needs a reason"]})
         before, after = _diff(current, changes, AGENT_FIELDS)
         if after:
             for name, value in changes.items():
@@ -78,8 +93,77 @@ def agent_update(*, agent: Agent, actor: Actor, changes: dict[str, Any]) -> Agen
                     setattr(current, name, value)
             current.full_clean()
             current.save(update_fields=[*after, "updated_at"])
-            audit_record(actor=actor, action="agent.update", target=current, before=before, after=after)
+            audit_record(actor=actor, action="agent.update", target=current, before=before, after=after, detail=reason)
     return current
+
+
+def _mark_budget_set_by_person(policy: Policy, changed: Iterable[str]) -> bool:
+    """A person changed a cost cap (on any path: a form, the API, a spec file): history-based
+    defaults stop applying to it. True when the mark was set now."""
+    if any(name in PERSON_BUDGET_FIELDS for name in changed) and not policy.budget_set_by_person:
+        policy.budget_set_by_person = True
+        return True
+    return False
+
+
+def agent_apply(spec: dict[str, Any], *, actor: Actor) -> tuple[Agent, str, bool | None]:
+    """Make one agent exactly what a validated spec says (`agentops apply`): its fields, trust
+    phase, policy, grants and triggers. Returns the agent, "created", "updated" or "unchanged", and
+    the pause state to apply after the commit (None: unchanged), since pausing halts runs."""
+    from agentops.agents.spec import POLICY_FIELDS as SPEC_POLICY_FIELDS
+    from agentops.agents.spec import policy_values
+
+    agent = Agent.objects.filter(slug=spec["slug"]).first()
+    before = export_agent(agent) if agent else None
+    if agent is None:
+        agent = Agent(slug=spec["slug"])
+    agent.name = spec["name"]
+    agent.objective = spec["objective"]
+    agent.model = spec["model"]
+    agent.trust_phase = spec.get("trust_phase", 1)
+    if agent.pk is None:
+        agent.paused = False
+    pause = spec.get("paused", False) if spec.get("paused", False) != agent.paused else None
+    agent.config = spec.get("config", {})
+    agent.full_clean()
+    agent.save()
+    policy, created = Policy.objects.get_or_create(agent=agent)
+    budget_before = {name: getattr(policy, name) for name in PERSON_BUDGET_FIELDS}
+    # Once a person chose the cost budget it stays theirs (a file written before that choice, applied
+    # again, does not hand it back to history); a new agent's caps are its starting point, not a change.
+    set_by_person = policy.budget_set_by_person and not created
+    # Fields the spec leaves out go back to their defaults: the file is the whole truth.
+    defaults = {f.name: f.get_default() for f in Policy._meta.fields if f.name in SPEC_POLICY_FIELDS}
+    for name, value in {**defaults, **policy_values(spec.get("policy", {}))}.items():
+        setattr(policy, name, value)
+    if set_by_person:
+        policy.budget_set_by_person = True
+    elif not created:
+        _mark_budget_set_by_person(policy, [name for name, value in budget_before.items() if getattr(policy, name) != value])
+    policy.full_clean()
+    policy.save()
+    wanted = {g["tool"]: g for g in spec.get("tools", [])}
+    agent.grants.exclude(tool__in=wanted).delete()
+    for name, grant in wanted.items():
+        ToolGrant.objects.update_or_create(
+            agent=agent, tool=name, defaults={"scope": grant.get("scope", {}), "approval": grant.get("approval", "default")}
+        )
+    triggers = {t["name"]: t for t in spec.get("triggers", [])}
+    agent.triggers.exclude(name__in=triggers).delete()
+    for name, trigger in triggers.items():
+        Trigger.objects.update_or_create(
+            agent=agent,
+            name=name,
+            defaults={"kind": trigger["kind"], "rules": trigger.get("rules", {}), "enabled": trigger.get("enabled", True)},
+        )
+    after = export_agent(agent)
+    if before is None:
+        audit_record(actor=actor, action="agent.create", target=agent, after=after, detail="agentops apply")
+        return agent, "created", pause
+    if before != after:
+        audit_record(actor=actor, action="agent.update", target=agent, before=before, after=after, detail="agentops apply")
+        return agent, "updated", pause
+    return agent, "unchanged", pause
 
 
 def policy_update(*, agent: Agent, actor: Actor, changes: dict[str, Any]) -> Policy:
@@ -98,8 +182,7 @@ def policy_update(*, agent: Agent, actor: Actor, changes: dict[str, Any]) -> Pol
             for name in after:
                 setattr(policy, name, changes[name])
             fields = list(after)
-            if any(name in after for name in PERSON_BUDGET_FIELDS) and not policy.budget_set_by_person:
-                policy.budget_set_by_person = True
+            if _mark_budget_set_by_person(policy, after):
                 fields.append("budget_set_by_person")
                 after["budget_set_by_person"] = True
             policy.full_clean()
@@ -154,7 +237,7 @@ def trigger_save(*, agent: Agent, actor: Actor, changes: dict[str, Any], trigger
 
     def change(spec: dict[str, Any]) -> None:
         others = [t for t in spec["triggers"] if trigger is None or t["name"] != trigger.name]
-        current = next((t for t in spec["triggers"] if trigger is not None and t["name"] == trigger.name), {})
+        current: dict[str, Any] = next((t for t in spec["triggers"] if trigger is not None and t["name"] == trigger.name), {})
         spec["triggers"] = [*others, {**current, **{k: changes[k] for k in fields if k in changes}}]
 
     check_agent_config(agent, change, fields=fields)

@@ -16,8 +16,7 @@ import yaml
 from django.db import transaction
 from django.forms.models import model_to_dict
 
-from agentops.agents.models import Agent, ApprovalOverride, Policy, ToolGrant, Trigger, TriggerKind
-from agentops.audit.services import audit_record
+from agentops.agents.models import Agent, ApprovalOverride, Policy, TriggerKind
 
 SPEC_VERSION = 1
 
@@ -38,6 +37,7 @@ _POLICY_INT_FIELDS = [
     "sandbox_memory_mb",
     "sandbox_pids",
     "command_timeout_s",
+    "sandbox_disk_mb",
 ]
 _POLICY_DECIMAL_FIELDS = ["max_cost_usd", "alarm_cost_usd", "daily_max_cost_usd", "sandbox_cpus"]
 _POLICY_OTHER_FIELDS = ["budget_set_by_person", "daily_action_caps", "low_risk_paths", "protected_paths"]
@@ -94,6 +94,7 @@ SPEC_SCHEMA: dict[str, Any] = {
                             "approval_timeout_s": {"type": "integer", "minimum": 10, "maximum": _INT_MAX},
                             "sandbox_memory_mb": {"type": "integer", "minimum": 64, "maximum": _INT_MAX},
                             "sandbox_pids": {"type": "integer", "minimum": 16, "maximum": _INT_MAX},
+                            "sandbox_disk_mb": {"type": "integer", "minimum": 64, "maximum": 1_048_576},
                             "command_timeout_s": {"type": "integer", "minimum": 1, "maximum": 86400},
                             "max_cost_usd": _number,
                             "alarm_cost_usd": _nullable_number,
@@ -208,6 +209,13 @@ def hygiene_errors(value: Any) -> list[str]:
     return [f"{path or '(root)'}: {problem}" for path, problem in _hygiene_errors(value)]
 
 
+def grant_approval_error(tool: Any, approval: str) -> str | None:
+    """The rule in its one place: an irreversible tool can never be set to act without a person."""
+    if tool.risk_class == "irreversible" and approval == ApprovalOverride.NEVER:
+        return f"{tool.name} is irreversible; it always needs a person ('never' is not allowed)"
+    return None
+
+
 def agent_errors(agent: Any, where: str = "") -> list[str]:
     """Every error in ONE agent's configuration (the spec's shape, as `export_agent` returns it),
     each with its path under `where`. The single validator of agent configuration: `apply`, the
@@ -248,8 +256,9 @@ def agent_errors(agent: Any, where: str = "") -> list[str]:
         tools_seen.add(grant["tool"])
         for err in tool.scope_errors(grant.get("scope", {})):
             errors.append(f"{gwhere}.scope.{err}" if not err.startswith("(root)") else f"{gwhere}.scope{err[6:]}")
-        if tool.risk_class == "irreversible" and grant.get("approval") == ApprovalOverride.NEVER:
-            errors.append(f"{gwhere}.approval: {grant['tool']} is irreversible; a person must approve it ('never' is not allowed)")
+        approval_error = grant_approval_error(tool, grant.get("approval", ApprovalOverride.DEFAULT))
+        if approval_error:
+            errors.append(f"{gwhere}.approval: {approval_error}")
         if tool.min_trust_phase > agent.get("trust_phase", 1):
             errors.append(f"{gwhere}.tool: {grant['tool']} needs trust phase {tool.min_trust_phase} or higher")
     trigger_names: set[str] = set()
@@ -317,10 +326,13 @@ def trigger_rule_errors(kind: str, rules: dict[str, Any]) -> list[str]:
         for key in ("min_count", "window_s"):
             if key in rules and (not isinstance(rules[key], int) or rules[key] < 1):
                 errors.append(f".{key}: must be a whole number >= 1")
+        cooldown = rules.get("cooldown_s")
+        if "cooldown_s" in rules and (not isinstance(cooldown, int) or isinstance(cooldown, bool) or not 0 <= cooldown <= 10**9):
+            errors.append(".cooldown_s: seconds after a run ends during which the error's events are counted, not rerun: a whole number >= 0")
     return errors
 
 
-def _policy_values(spec: dict[str, Any]) -> dict[str, Any]:
+def policy_values(spec: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in POLICY_FIELDS:
         if name not in spec:
@@ -332,64 +344,22 @@ def _policy_values(spec: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _snapshot(agent: Agent) -> dict[str, Any]:
-    return export_agent(agent)
-
-
 def apply_spec(data: dict[str, Any], *, actor: Any = "cli") -> ApplyResult:
     errors = validate_spec(data)
     if errors:
         raise SpecError(errors)
     result = ApplyResult()
     pause_changes: list[tuple[Agent, bool]] = []
+    # The one writer of agent configuration (and of trust phase) is agents.services; it imports this
+    # module for the validator, so it is imported here, where it is used.
+    from agentops.agents.services import agent_apply
+
     with transaction.atomic():
         for spec in data["agents"]:
-            agent = Agent.objects.filter(slug=spec["slug"]).first()
-            before = _snapshot(agent) if agent else None
-            if agent is None:
-                agent = Agent(slug=spec["slug"])
-            agent.name = spec["name"]
-            agent.objective = spec["objective"]
-            agent.model = spec["model"]
-            agent.trust_phase = spec.get("trust_phase", 1)
-            # Pausing halts the agent's runs: that goes through agent_pause after the commit below.
-            if agent.pk is None:
-                agent.paused = False
-            if spec.get("paused", False) != agent.paused:
-                pause_changes.append((agent, spec.get("paused", False)))
-            agent.config = spec.get("config", {})
-            agent.full_clean()
-            agent.save()
-            policy, _ = Policy.objects.get_or_create(agent=agent)
-            # Fields the spec leaves out go back to their defaults: the file is the whole truth.
-            defaults = {f.name: f.get_default() for f in Policy._meta.fields if f.name in POLICY_FIELDS}
-            for name, value in {**defaults, **_policy_values(spec.get("policy", {}))}.items():
-                setattr(policy, name, value)
-            policy.full_clean()
-            policy.save()
-            wanted = {g["tool"]: g for g in spec.get("tools", [])}
-            agent.grants.exclude(tool__in=wanted).delete()
-            for name, grant in wanted.items():
-                ToolGrant.objects.update_or_create(
-                    agent=agent, tool=name, defaults={"scope": grant.get("scope", {}), "approval": grant.get("approval", "default")}
-                )
-            triggers = {t["name"]: t for t in spec.get("triggers", [])}
-            agent.triggers.exclude(name__in=triggers).delete()
-            for name, trigger in triggers.items():
-                Trigger.objects.update_or_create(
-                    agent=agent,
-                    name=name,
-                    defaults={"kind": trigger["kind"], "rules": trigger.get("rules", {}), "enabled": trigger.get("enabled", True)},
-                )
-            after = _snapshot(agent)
-            if before is None:
-                result.created.append(agent.slug)
-                audit_record(actor=actor, action="agent.create", target=agent, after=after, detail="agentops apply")
-            elif before != after:
-                result.updated.append(agent.slug)
-                audit_record(actor=actor, action="agent.update", target=agent, before=before, after=after, detail="agentops apply")
-            else:
-                result.unchanged.append(agent.slug)
+            agent, change, pause = agent_apply(spec, actor=actor)
+            getattr(result, change).append(agent.slug)
+            if pause is not None:
+                pause_changes.append((agent, pause))
     from agentops.guardrails.killswitch import agent_pause, agent_resume
 
     for agent, paused in pause_changes:

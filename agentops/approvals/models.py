@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 
 from agentops.agents.models import RiskClass
+from agentops.fields import RedactedCharField, RedactedJSONField, RedactedTextField
 from agentops.runs.models import Run, Step
 
 
@@ -17,12 +18,12 @@ class ApprovalStatus(models.TextChoices):
 class Approval(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approvals")
     step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    tool_call_id = models.CharField(max_length=100)
+    tool_call_id = RedactedCharField(max_length=100)
     tool = models.CharField(max_length=100)
-    arguments = models.JSONField(default=dict)
+    arguments = RedactedJSONField(default=dict)
     risk_class = models.CharField(max_length=20, choices=RiskClass.choices)
-    reason = models.TextField(blank=True, help_text="Why the model asked for this action, in its own words.")
-    why_needed = models.CharField(max_length=200, blank=True, help_text="Why the controller requires a person.")
+    reason = RedactedTextField(blank=True, help_text="Why the model asked for this action, in its own words.")
+    why_needed = RedactedCharField(max_length=200, blank=True, help_text="Why the controller requires a person.")
     status = models.CharField(max_length=10, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING)
     requested_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
@@ -31,7 +32,7 @@ class Approval(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     decided_by_label = models.CharField(max_length=150, blank=True)
-    comment = models.TextField(blank=True)
+    comment = RedactedTextField(blank=True)
 
     class Meta:
         ordering = ["-requested_at", "-id"]

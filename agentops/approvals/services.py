@@ -17,8 +17,9 @@ from django.utils import timezone
 
 from agentops.approvals.models import Approval, ApprovalStatus
 from agentops.audit.services import actor_label_of, audit_record
-from agentops.runs.models import Run, RunStatus, StepKind
+from agentops.runs.models import Run, StepKind
 from agentops.runs.steps import step_record
+from agentops.runs.transitions import resume_after_decision
 
 Actor = AbstractBaseUser | str | None
 
@@ -118,7 +119,7 @@ def _after_decision(approval: Approval) -> None:
         },
     )
     # The run resumes only if it is still waiting: a killed run stays killed.
-    if Run.objects.filter(pk=approval.run_id, status=RunStatus.WAITING_APPROVAL).update(status=RunStatus.QUEUED):
+    if resume_after_decision(approval.run_id):
         from agentops.runs.services import run_enqueue
 
         run_id = approval.run_id

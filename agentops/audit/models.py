@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from agentops.fields import RedactedCharField, RedactedJSONField, RedactedTextField
+
 
 class AuditEvent(models.Model):
     at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -12,10 +14,10 @@ class AuditEvent(models.Model):
     action = models.CharField(max_length=100, db_index=True)
     target_type = models.CharField(max_length=50, blank=True)
     target_id = models.CharField(max_length=100, blank=True)
-    target_label = models.CharField(max_length=200, blank=True)
-    before = models.JSONField(null=True, blank=True)
-    after = models.JSONField(null=True, blank=True)
-    detail = models.TextField(blank=True)
+    target_label = RedactedCharField(max_length=200, blank=True)
+    before = RedactedJSONField(null=True, blank=True)
+    after = RedactedJSONField(null=True, blank=True)
+    detail = RedactedTextField(blank=True)
 
     class Meta:
         ordering = ["-at", "-id"]

@@ -5,7 +5,6 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 
 from agentops.audit.models import AuditEvent
-from agentops.redaction import redact
 
 
 def actor_label_of(actor: AbstractBaseUser | str | None) -> str:
@@ -25,6 +24,7 @@ def audit_record(
     after: Any = None,
     detail: str = "",
 ) -> AuditEvent:
+    # before/after/detail/target_label are redacting fields: no secret is stored, whoever records.
     return AuditEvent.objects.create(
         actor=actor if isinstance(actor, AbstractBaseUser) else None,
         actor_label=actor_label_of(actor),
@@ -32,7 +32,7 @@ def audit_record(
         target_type=type(target)._meta.model_name if hasattr(target, "_meta") else (type(target).__name__ if target is not None else ""),
         target_id=str(getattr(target, "pk", "") or ""),
         target_label=str(target)[:200] if target is not None else "",
-        before=redact(before),
-        after=redact(after),
-        detail=redact(detail),
+        before=before,
+        after=after,
+        detail=detail,
     )

@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from agentops.fields import RedactedCharField, RedactedTextField
+
 
 class PullRequestStatus(models.TextChoices):
     OPEN = "open"
@@ -15,14 +17,14 @@ class PullRequest(models.Model):
 
     repo = models.CharField(max_length=200)
     number = models.PositiveIntegerField()
-    title = models.CharField(max_length=300)
-    body = models.TextField(blank=True)
+    title = RedactedCharField(max_length=300)
+    body = RedactedTextField(blank=True)
     branch = models.CharField(max_length=250)
     base = models.CharField(max_length=250)
     head_sha = models.CharField(max_length=64, blank=True)
     base_sha = models.CharField(max_length=64, blank=True)
     # The change as `git diff base...branch` when opened (refreshed when the branch moves).
-    diff = models.TextField(blank=True)
+    diff = RedactedTextField(blank=True)
     changed_lines = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=PullRequestStatus.choices, default=PullRequestStatus.OPEN)
     draft = models.BooleanField(default=False)
@@ -54,7 +56,7 @@ class PullRequest(models.Model):
 class PullRequestComment(models.Model):
     pull_request = models.ForeignKey(PullRequest, on_delete=models.CASCADE, related_name="comments")
     author_label = models.CharField(max_length=150)
-    body = models.TextField()
+    body = RedactedTextField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,12 +1,17 @@
 """Loop detection over a run's actions: a model retrying the same broken call burns money quietly.
 
 Incremental (constant work per action), so a 1,000-step run pays no more per step than a short one.
+Every call the model makes counts, refused or not: a refusal is a failed action like any other.
+Patterns caught: the same call failing, identical action/observation pairs, A-B-A-B alternation,
+near-identical calls (the same call with only numbers changed, e.g. read_file start_line 1, 2, 3),
+a long streak of failures of any kind, and asking again for what a person already rejected.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
@@ -14,10 +19,38 @@ from typing import Any
 SAME_FAILING_CALL_LIMIT = 3
 IDENTICAL_PAIR_LIMIT = 4
 ALTERNATION_WINDOW = 6
+# Distinct variants of one call differing only in numbers (a paging or counting loop).
+NEAR_DUPLICATE_LIMIT = 8
+# Consecutive failed or refused calls, whatever they were.
+FAILURE_STREAK_LIMIT = 10
+# Failed calls of one tool answered with the very same error, whatever their arguments.
+SAME_ERROR_LIMIT = 5
+# Rejections by a person of calls of one tool: the model is told no; asking on is a loop.
+REJECTION_LIMIT = 3
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def action_key(tool: str, arguments: Any) -> str:
     return tool + ":" + json.dumps(arguments, sort_keys=True, default=str)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return "#"
+    if isinstance(value, str):
+        return _DIGITS.sub("#", value)
+    if isinstance(value, dict):
+        return {str(k): _masked(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(v) for v in value]
+    return str(value)
+
+
+def shape_key(tool: str, arguments: Any) -> str:
+    """The call with every number masked: calls that differ only in numbers share a shape."""
+    return tool + ":" + json.dumps(_masked(arguments), sort_keys=True, default=str)
 
 
 def observation_hash(text: str) -> str:
@@ -29,6 +62,7 @@ class Action:
     key: str
     observation_hash: str
     failed: bool
+    shape: str = ""  # shape_key of the call; empty: not checked for near-duplicates
 
 
 class LoopDetector:
@@ -36,10 +70,29 @@ class LoopDetector:
         self.failures: Counter[str] = Counter()
         self.pairs: Counter[tuple[str, str]] = Counter()
         self.recent: deque[str] = deque(maxlen=ALTERNATION_WINDOW)
+        self.variants: dict[str, set[str]] = {}
+        self.same_errors: Counter[tuple[str, str]] = Counter()
+        self.streak = 0
+        self.rejected_keys: set[str] = set()
+        self.rejections: Counter[str] = Counter()
         self.tripped: str | None = None
+
+    def rejected(self, tool: str, key: str) -> None:
+        """A person rejected this call."""
+        self.rejected_keys.add(key)
+        self.rejections[tool] += 1
+        if self.rejections[tool] >= REJECTION_LIMIT and self.tripped is None:
+            self.tripped = f"{self.rejections[tool]} calls of {tool} rejected by a person"
+
+    def was_rejected(self, key: str) -> bool:
+        return key in self.rejected_keys
 
     def add(self, action: Action) -> None:
         if action.failed:
+            error = (action.key.split(":", 1)[0], action.observation_hash)
+            self.same_errors[error] += 1
+            if self.same_errors[error] >= SAME_ERROR_LIMIT and self.tripped is None:
+                self.tripped = f"{self.same_errors[error]} calls of {error[0]} failed with the same error"
             self.failures[action.key] += 1
             if self.failures[action.key] >= SAME_FAILING_CALL_LIMIT:
                 self.tripped = f"the same tool call failed {self.failures[action.key]} times: {action.key[:200]}"
@@ -48,6 +101,15 @@ class LoopDetector:
         if self.pairs[pair] >= IDENTICAL_PAIR_LIMIT and self.tripped is None:
             self.tripped = f"{self.pairs[pair]} identical action/observation pairs: {action.key[:200]}"
         self.recent.append(action.key)
+        self.streak = self.streak + 1 if action.failed else 0
+        if self.streak >= FAILURE_STREAK_LIMIT and self.tripped is None:
+            self.tripped = f"{self.streak} failed or refused calls in a row"
+        if action.shape and action.shape != action.key:
+            variants = self.variants.setdefault(action.shape, set())
+            if len(variants) < NEAR_DUPLICATE_LIMIT:
+                variants.add(action.key)
+            if len(variants) >= NEAR_DUPLICATE_LIMIT and self.tripped is None:
+                self.tripped = f"{len(variants)} near-identical calls differing only in numbers: {action.shape[:200]}"
 
     def check(self, proposed_key: str | None = None) -> str | None:
         """The reason to stop before the next action (proposed_key), or None."""

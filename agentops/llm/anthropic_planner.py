@@ -13,10 +13,12 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 import anthropic
 
+from .checks import usage_value
 from .base import ModelTurn, OnRetry, Planner, PlannerError, RetryInfo, ToolCall, setting, text_of
 from .prices import UnknownModelPrice, cost_of, price_for
 
@@ -104,7 +106,7 @@ class AnthropicPlanner(Planner):
                 kind, status, retryable, retry_after, description = _classify(exc)
             except anthropic.AnthropicError as exc:
                 raise PlannerError(f"Anthropic client error: {exc}", kind="auth") from exc
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
                 # The SDK could not parse the body (e.g. invalid JSON raises JSONDecodeError).
                 raise PlannerError(f"malformed response: {type(exc).__name__}: {exc}", kind="malformed") from exc
             else:
@@ -149,9 +151,7 @@ class AnthropicPlanner(Planner):
         usage = getattr(response, "usage", None)
         if not isinstance(response, anthropic.types.Message) or not isinstance(blocks, list):
             raise PlannerError("malformed response: no content list", kind="malformed")
-        if usage is None or not isinstance(getattr(usage, "input_tokens", None), int) or not isinstance(
-            getattr(usage, "output_tokens", None), int
-        ):
+        if usage is None:
             # Without usage we cannot count the cost: fail closed.
             raise PlannerError("malformed response: no usage", kind="malformed")
         try:
@@ -159,31 +159,36 @@ class AnthropicPlanner(Planner):
         except (TypeError, ValueError) as exc:
             raise PlannerError(f"malformed response: content block: {exc}", kind="malformed") from exc
 
-        tool_calls = []
-        for block in content:
-            if block.get("type") != "tool_use":
-                continue
-            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
-                raise PlannerError("malformed response: tool_use without id or name", kind="malformed")
-            tool_calls.append(ToolCall(id=block["id"], name=block["name"], arguments=block.get("input")))
-
-        cache_read = usage.cache_read_input_tokens or 0
-        cache_write = usage.cache_creation_input_tokens or 0
+        # Bad usage values are a problem of the turn (the controller charges its reservation
+        # instead), not an exception: a negative count must never reach the cost arithmetic.
+        problems: list[str] = []
+        input_tokens = usage_value(getattr(usage, "input_tokens", None), "input_tokens", problems)
+        output_tokens = usage_value(getattr(usage, "output_tokens", None), "output_tokens", problems)
+        cache_read = usage_value(getattr(usage, "cache_read_input_tokens", None), "cache_read_input_tokens", problems, optional=True)
+        cache_write = usage_value(getattr(usage, "cache_creation_input_tokens", None), "cache_creation_input_tokens", problems, optional=True)
+        tool_calls = [
+            ToolCall(id=b["id"], name=b["name"], arguments=b.get("input"))
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "tool_use" and isinstance(b.get("id"), str) and isinstance(b.get("name"), str)
+        ]
+        cost = Decimal("0") if problems else cost_of(requested_model, input_tokens, output_tokens, cache_read, cache_write)
+        model = getattr(response, "model", None)
         return ModelTurn(
             text=text_of(content),
             tool_calls=tool_calls,
             stop_reason=getattr(response, "stop_reason", None),
-            model=getattr(response, "model", None) or requested_model,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
+            model=model if isinstance(model, str) and model else requested_model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
             cache_read_tokens=cache_read,
             cache_write_tokens=cache_write,
             # Billed at the price of the model we asked for (and checked before calling).
-            cost_usd=cost_of(requested_model, usage.input_tokens, usage.output_tokens, cache_read, cache_write),
+            cost_usd=cost,
             latency_ms=latency_ms,
             scripted=False,
             content=content,
             thinking=text_of(content, "thinking", "thinking"),
+            usage_problems=problems,
         )
 
 

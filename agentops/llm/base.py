@@ -11,7 +11,7 @@ import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 PLANNER_ERROR_KINDS = frozenset(
@@ -53,6 +53,9 @@ class ModelTurn:
     scripted: bool
     content: list[dict]  # assistant content blocks as plain dicts, to append to the conversation verbatim
     thinking: str = ""  # concatenated thinking blocks, when the model returned readable ones
+    # Usage values that could not be believed (then the counts above are 0 and cost_usd is 0: the
+    # controller charges what it reserved for the call instead).
+    usage_problems: list[str] = field(default_factory=list)
 
     @property
     def total_tokens(self) -> int:

@@ -17,6 +17,10 @@ Script format (YAML or JSON), a list of turns (or ``{"turns": [...]}``):
       cache_read_tokens: 0
       cache_write_tokens: 0
       delay_s: 0.2                # optional simulated model latency
+
+or a mapping ``{turns: [...], pace_s: 2}``, where ``pace_s`` is the delay of every turn that names
+none (a demo paced for a person watching it live) and ``turns`` may name another script file,
+relative to this one (the demo replays the agent's recorded turns without copying them).
 """
 
 from __future__ import annotations
@@ -57,14 +61,44 @@ def load_script(source: list[dict] | dict | str | Path) -> list[dict]:
         except (ValueError, yaml.YAMLError) as exc:
             raise ScriptError(f"script {path} does not parse: {exc}") from exc
     else:
+        path = None
         data = source
-    return _validate(data)
+    return _validate(_resolve(data, path))
+
+
+def _resolve(data: object, path: Path | None) -> object:
+    """Apply a mapping's ``pace_s`` and read its ``turns`` from another file when they name one."""
+    if not (isinstance(data, dict) and "turns" in data):
+        return data
+    unknown = set(data) - {"turns", "pace_s"}
+    if unknown:
+        raise ScriptError(f"a script mapping has unknown keys: {', '.join(sorted(unknown))}")
+    turns = data["turns"]
+    if isinstance(turns, str):
+        if path is None:
+            raise ScriptError("turns may name a file only in a script read from a file")
+        other = (path.parent / turns).resolve()
+        try:
+            turns = yaml.safe_load(other.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ScriptError(f"cannot read the turns of {path} from {other}: {exc}") from exc
+        # One level only: the named file holds turns, never another reference.
+        if isinstance(turns, dict):
+            turns = turns.get("turns")
+        if not isinstance(turns, list):
+            raise ScriptError(f"{other} holds no list of turns")
+    pace = data.get("pace_s", 0)
+    if not isinstance(pace, (int, float)) or isinstance(pace, bool) or not 0 <= pace <= 60:
+        raise ScriptError("pace_s must be a number of seconds between 0 and 60")
+    if pace and isinstance(turns, list):
+        turns = [{**turn, "delay_s": pace} if isinstance(turn, dict) and "delay_s" not in turn else turn for turn in turns]
+    return turns
 
 
 def parse_script(text: str) -> list[dict]:
     """A script given inline as YAML (JSON is valid YAML), e.g. stored on an agent."""
     try:
-        return _validate(yaml.safe_load(text))
+        return _validate(_resolve(yaml.safe_load(text), None))
     except yaml.YAMLError as exc:
         raise ScriptError(f"script does not parse: {exc}") from exc
 

@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.db import models
 
 from agentops.agents.models import Agent, Trigger
+from agentops.fields import RedactedCharField, RedactedJSONField, RedactedTextField
 
 
 class RunStatus(models.TextChoices):
@@ -16,6 +17,26 @@ class RunStatus(models.TextChoices):
     BUDGET_EXCEEDED = "budget_exceeded"
     KILLED = "killed"
     REJECTED = "rejected"
+
+
+class RunOutcome(models.TextChoices):
+    PR_OPENED = "pr_opened"
+    PR_MERGED = "pr_merged"
+    REPORT_SUBMITTED = "report_submitted"
+    ACTED = "acted"  # side-effecting actions succeeded, no pull request or report
+    NO_CHANGE = "no_change"
+    REFUSED = "refused"
+    GATE_FAILED = "gate_failed"
+    BUDGET = "budget"
+    LOOP = "loop"
+    KILLED_BY_SWITCH = "killed_by_switch"
+    STOPPED_BY_PERSON = "stopped_by_person"
+    REJECTED = "rejected"
+    MALFORMED_OUTPUT = "malformed_output"
+    TRUNCATED = "truncated"
+    MODEL_REFUSED = "model_refused"
+    INFRASTRUCTURE = "infrastructure"
+    ERROR = "error"
 
 
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL)
@@ -32,16 +53,16 @@ class Run(models.Model):
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="runs")
     trigger = models.ForeignKey(Trigger, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
     trigger_kind = models.CharField(max_length=10, default="manual")
-    input = models.TextField(blank=True, help_text="What the run was asked to do (the first user message).")
-    context = models.JSONField(default=dict, blank=True, help_text="Structured trigger data, e.g. the error event.")
+    input = RedactedTextField(blank=True, help_text="What the run was asked to do (the first user message).")
+    context = RedactedJSONField(default=dict, blank=True, help_text="Structured trigger data, e.g. the error event.")
     # Identifies the problem a run works on (an error group): at most one active run per fingerprint.
     fingerprint = models.CharField(max_length=200, null=True, blank=True)
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
-    status_reason = models.TextField(blank=True)
+    status_reason = RedactedTextField(blank=True)
     # Set by a person's Stop: the worker halts before its next action.
     cancel_requested = models.BooleanField(default=False)
     planner_kind = models.CharField(max_length=20, default="scripted")
-    model = models.CharField(max_length=100, blank=True)
+    model = RedactedCharField(max_length=100, blank=True)
     # Counters, updated by the controller in the same transaction as the step that moved them.
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
@@ -63,8 +84,18 @@ class Run(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # Wall-clock time spent actively working, excluding time waiting for a person.
     active_seconds = models.FloatField(default=0)
-    final_error = models.TextField(blank=True)
-    result = models.JSONField(default=dict, blank=True, help_text="What the run produced: report, patch, pull request.")
+    final_error = RedactedTextField(blank=True)
+    # What the run achieved (RunOutcome), beside its status; the detail says it in words.
+    outcome = models.CharField(max_length=30, blank=True)
+    outcome_detail = RedactedTextField(blank=True)
+    # Calls the controller refused or found invalid (they count as tool calls too).
+    refused_calls = models.PositiveIntegerField(default=0)
+    # The model call in flight, reserved before it was sent and settled with the step that records
+    # it: a worker that dies meanwhile leaves these set, and whoever takes the run over charges them.
+    reserved_cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    reserved_input_tokens = models.PositiveBigIntegerField(default=0)
+    reserved_output_tokens = models.PositiveBigIntegerField(default=0)
+    result = RedactedJSONField(default=dict, blank=True, help_text="What the run produced: report, patch, pull request.")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -116,8 +147,8 @@ class Step(models.Model):
     seq = models.PositiveIntegerField()
     kind = models.CharField(max_length=20, choices=StepKind.choices)
     # Payload is truncated for display; the whole text lives in an Artifact.
-    payload = models.JSONField(default=dict)
-    model_id = models.CharField(max_length=100, blank=True)
+    payload = RedactedJSONField(default=dict)
+    model_id = RedactedCharField(max_length=100, blank=True)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
@@ -138,7 +169,7 @@ class Artifact(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="artifacts")
     step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.CASCADE, related_name="artifacts")
     name = models.CharField(max_length=200)
-    content = models.TextField()
+    content = RedactedTextField()
     size = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -155,12 +186,12 @@ class ExecutionStatus(models.TextChoices):
 class ToolExecution(models.Model):
     """The idempotency ledger: one row per (run, tool call), written before the tool acts."""
 
-    key = models.CharField(max_length=200, unique=True)
+    key = RedactedCharField(max_length=200, unique=True)
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="executions")
     tool = models.CharField(max_length=100)
-    arguments = models.JSONField(default=dict)
+    arguments = RedactedJSONField(default=dict)
     status = models.CharField(max_length=10, choices=ExecutionStatus.choices, default=ExecutionStatus.STARTED)
-    result = models.JSONField(null=True, blank=True)
+    result = RedactedJSONField(null=True, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

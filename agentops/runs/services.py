@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agentops.agents.models import Agent, Trigger
@@ -16,6 +17,10 @@ from agentops.guardrails.daily import daily_consume
 from agentops.guardrails.killswitch import kill_switch_engaged
 from agentops.runs.models import ACTIVE_STATUSES, Run, RunStatus, StepKind
 from agentops.runs.steps import step_record
+from agentops.runs.transitions import default_outcome, request_cancel
+from agentops.runs.transitions import finish as run_finish
+
+__all__ = ["RunRefused", "default_outcome", "halt_runs", "run_cancel", "run_create", "run_enqueue", "run_finish", "runs_reconcile"]
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +85,28 @@ def run_create(
             )
             audit_record(actor=actor, action="run.create", target=run, after={"agent": agent.slug, "trigger": trigger_kind})
             if enqueue:
-                transaction.on_commit(lambda: run_enqueue(run_id=run.pk))
+                # Only once the row is visible to a worker. A failed hand-off never undoes the run:
+                # it stays queued and the reconciler (tasks.reap) gives it a job; `run.dispatched`
+                # tells the caller which of the two happened.
+                def hand_off() -> None:
+                    run.dispatched = run_enqueue(run_id=run.pk)
+
+                transaction.on_commit(hand_off)
     except IntegrityError:
         # The partial unique index on fingerprint: another trigger won the race for this problem.
         from agentops.guardrails.daily import daily_add
 
         daily_add(agent_id=agent.pk, key="runs", amount=-1)
         raise _refuse(agent=agent, actor=actor, reason="a run for this problem is already active", trigger_kind=trigger_kind, fingerprint=fingerprint) from None
+    except DatabaseError:
+        # Nothing was created (the transaction rolled back): give the day's run back if we still can.
+        from agentops.guardrails.daily import daily_add
+
+        try:
+            daily_add(agent_id=agent.pk, key="runs", amount=-1)
+        except DatabaseError:
+            log.warning("could not return the daily run count of agent %s", agent.pk, exc_info=True)
+        raise
     return run
 
 
@@ -114,18 +134,46 @@ def resolve_planner_kind(kind: str) -> str:
     return kind
 
 
-def run_enqueue(*, run_id: int) -> None:
+def run_enqueue(*, run_id: int) -> bool:
+    """Give a run a job on the broker. Never raises: a broker that cannot be reached leaves the run
+    queued (or orphaned), which the reconciler retries every reaper period. A duplicate job is
+    harmless: only one worker wins claim_run's conditional UPDATE."""
     from django_q.tasks import async_task
 
-    async_task("agentops.runs.tasks.execute_run", run_id, task_name=f"run-{run_id}-{timezone.now().timestamp():.0f}", group="runs")
+    try:
+        async_task("agentops.runs.tasks.execute_run", run_id, task_name=f"run-{run_id}-{timezone.now().timestamp():.0f}", group="runs")
+    except Exception:
+        log.warning("run %s: the task broker refused the job; the reconciler will retry", run_id, exc_info=True)
+        return False
+    try:
+        # For a queued run, heartbeat_at records its last hand-off: the reconciler gives a new job
+        # only to runs whose last one is older than the grace period (a worker's claim overwrites it).
+        Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(heartbeat_at=timezone.now())
+    except DatabaseError:
+        log.warning("run %s: could not record its hand-off", run_id, exc_info=True)
+    return True
 
 
-def _reject_pending_approvals(runs: QuerySet[Run], reason: str) -> None:
-    from agentops.approvals.models import Approval, ApprovalStatus
-
-    Approval.objects.filter(run__in=runs, status=ApprovalStatus.PENDING).update(
-        status=ApprovalStatus.REJECTED, decided_at=timezone.now(), decided_by_label="system", comment=reason
-    )
+def runs_reconcile(*, grace_s: float) -> dict[str, int]:
+    """Give a job to every run that should have a live one and may not: queued runs whose last
+    hand-off (or creation) is older than the grace period and that no worker claimed (the job was
+    never enqueued, lost with a broker, taken by a killed cluster, or consumed by a worker that could
+    not reach the database), and running runs whose worker stopped renewing its lease."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=grace_s)
+    counts = {"requeued": 0, "redispatched": 0}
+    queued = Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=stale).filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale))
+    for run_id in list(queued.values_list("pk", flat=True)):
+        log.warning("run %s is queued without a live job; enqueueing it again", run_id)
+        if run_enqueue(run_id=run_id):
+            counts["redispatched"] += 1
+    orphaned = Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+    for run_id in list(orphaned.values_list("pk", flat=True)):
+        # Only re-enqueue: the next worker claims it with the same conditional UPDATE as any other.
+        log.warning("run %s lost its worker; handing it to another", run_id)
+        if run_enqueue(run_id=run_id):
+            counts["requeued"] += 1
+    return counts
 
 
 def halt_runs(*, status: str, reason: str, agent: Agent | None = None, run_ids: list[int] | None = None) -> int:
@@ -161,49 +209,11 @@ def halt_runs(*, status: str, reason: str, agent: Agent | None = None, run_ids: 
     return halted
 
 
-def run_finish(
-    *,
-    run_id: int,
-    status: str,
-    reason: str = "",
-    from_statuses: tuple[str, ...] | list[str] = ACTIVE_STATUSES,
-    lease_owner: str | None = None,
-    only_unheld: bool = False,
-    error: str = "",
-    result: dict[str, Any] | None = None,
-) -> bool:
-    """Move a run to a final status exactly once (a conditional UPDATE) and record why."""
-    now = timezone.now()
-    with transaction.atomic():
-        rows = Run.objects.filter(pk=run_id, status__in=from_statuses)
-        if lease_owner is not None:
-            rows = rows.filter(lease_owner=lease_owner)
-        if only_unheld:
-            rows = rows.exclude(status=RunStatus.RUNNING, lease_expires_at__gte=now)
-        fields: dict[str, Any] = {
-            "status": status,
-            "status_reason": reason,
-            "finished_at": now,
-            "lease_owner": "",
-            "lease_expires_at": None,
-        }
-        if error:
-            fields["final_error"] = error
-        if result is not None:
-            fields["result"] = result
-        if rows.update(**fields) != 1:
-            return False
-        finished = Run.objects.filter(pk=run_id)
-        _reject_pending_approvals(finished, reason or status)
-        step_record(run=run_id, kind=StepKind.STATUS, payload={"status": status, "reason": reason})
-    return True
-
-
 def run_cancel(*, run: Run, actor: Actor, reason: str) -> bool:
     """Stop one run (a person's Stop button)."""
     reason = (reason or "").strip() or "stopped by a person"
     audit_record(actor=actor, action="run.cancel", target=run, detail=reason)
     run_ids = [run.pk]
-    Run.objects.filter(pk=run.pk, status__in=ACTIVE_STATUSES).update(cancel_requested=True)
+    request_cancel(run.pk)
     halt_runs(status=RunStatus.KILLED, reason=f"stopped by {actor_label_of(actor)}: {reason}", run_ids=run_ids)
     return True

@@ -17,7 +17,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from agentops.redaction import redact
+from agentops.redaction import Redacted, redact
 from agentops.runs.models import Artifact, Run, Step
 
 # Text longer than this is truncated in the step row; the whole text goes to an Artifact.
@@ -25,7 +25,10 @@ ROW_TEXT_LIMIT = 4000
 # Fields of a payload that may carry long text.
 _LONG_FIELDS = ("text", "output", "content_text", "diff", "summary", "report")
 # Run counters a step may move (column names of runs_run).
-COUNTERS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "model_calls", "tool_calls", "iterations")
+COUNTERS = (
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "model_calls", "tool_calls", "iterations",
+    "refused_calls", "reserved_cost_usd", "reserved_input_tokens", "reserved_output_tokens",
+)
 
 
 class LeaseLost(Exception):
@@ -101,7 +104,8 @@ def steps_record(
                 payload[f"{name}_truncated"] = len(value)
         fields = {
             "kind": item["kind"],
-            "model_id": item.get("model_id", ""),
+            # The model id comes from the API response: data like any other, redacted and bounded.
+            "model_id": redact(str(item.get("model_id") or ""))[:100],
             "input_tokens": item.get("input_tokens", 0),
             "output_tokens": item.get("output_tokens", 0),
             "cost_usd": Decimal(item.get("cost_usd", 0)),
@@ -115,9 +119,12 @@ def steps_record(
             first = _next_seqs(run_id, lease_owner, counters, len(rows))
             steps = []
             for offset, (_, body, whole, fields) in enumerate(rows):
-                step = Step.objects.create(run_id=run_id, seq=first + offset, payload=json.loads(body), **fields)
+                # Redacted above: the payload field need not scan it again.
+                clean = json.loads(body)
+                step = Step.objects.create(run_id=run_id, seq=first + offset, payload=Redacted(clean), **fields)
+                step.payload = clean
                 for name, value in whole.items():
-                    Artifact.objects.create(run_id=run_id, step=step, name=f"step-{step.seq}-{name}", content=value, size=len(value))
+                    Artifact.objects.create(run_id=run_id, step=step, name=f"step-{step.seq}-{name}", content=Redacted(value), size=len(value))
                 steps.append(step)
     last = steps[-1]
     seq, kind = last.seq, last.kind

@@ -38,12 +38,7 @@ class RunServices:
             if not repo_name:
                 raise RuntimeError("this agent has no repository configured (config.repository)")
             forge = self.forge()
-            limits = SandboxLimits(
-                memory_mb=policy.sandbox_memory_mb,
-                pids=policy.sandbox_pids,
-                cpus=float(policy.sandbox_cpus),
-                command_timeout_s=float(policy.command_timeout_s),
-            )
+            limits = SandboxLimits.from_policy(policy)
             self._sandbox = create_sandbox(
                 run_id=str(self.run.pk),
                 repo=forge.clone_source(repo_name),

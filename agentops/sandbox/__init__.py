@@ -6,6 +6,7 @@ No Django model imports here: the sandbox is plain Python, usable from workers, 
 from .base import (
     ExecResult,
     FileTooLarge,
+    PathOutsideScope,
     PathRejected,
     Sandbox,
     SandboxError,
@@ -17,6 +18,7 @@ from .reaper import reap_sandboxes
 __all__ = [
     "ExecResult",
     "FileTooLarge",
+    "PathOutsideScope",
     "PathRejected",
     "Sandbox",
     "SandboxError",

@@ -8,6 +8,7 @@ process / time limits. Everything here is plain Python: no Django model imports.
 from __future__ import annotations
 
 import codecs
+import math
 import os
 import posixpath
 import re
@@ -18,6 +19,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 WORKDIR = "/workspace"
 LABEL_RUN = "agentops.run"
@@ -33,9 +35,40 @@ class SandboxLimits:
     memory_mb: int = 1024
     pids: int = 256
     cpus: float = 1.0
+    # A ceiling, not a default: exec() clamps any timeout it is given to it (the model may lower it, never raise it).
     command_timeout_s: float = 300.0
     max_output_bytes: int = 1_000_000  # kept whole up to this, beyond it truncated with a marker
     max_file_bytes: int = 5_000_000
+    # The most the workspace may hold (Docker: size of its tmpfs; bubblewrap: a size-capped tmpfs when the
+    # worker is root, else a watchdog). /tmp and the home directory get ``tmp_mb`` each (default disk_mb // 2).
+    disk_mb: int = 1024
+    tmp_mb: int | None = None
+
+    @property
+    def tmp_quota_mb(self) -> int:
+        return max(16, int(self.tmp_mb if self.tmp_mb is not None else self.disk_mb // 2))
+
+    @classmethod
+    def from_policy(cls, policy: Any) -> SandboxLimits:
+        """The limits an agent's policy sets: the run's workspace and the gates' sandboxes alike."""
+        return cls(
+            memory_mb=policy.sandbox_memory_mb,
+            pids=policy.sandbox_pids,
+            cpus=float(policy.sandbox_cpus),
+            command_timeout_s=float(policy.command_timeout_s),
+            disk_mb=policy.sandbox_disk_mb,
+        )
+
+    def clamp_timeout(self, timeout: float | None) -> float:
+        """The timeout a command really gets: the caller's when it is lower than the policy's, else the policy's."""
+        ceiling = float(self.command_timeout_s)
+        try:
+            asked = float(timeout) if timeout is not None else ceiling
+        except (TypeError, ValueError):
+            asked = ceiling
+        if not math.isfinite(asked) or asked <= 0:
+            asked = ceiling
+        return min(asked, ceiling)
 
 
 @dataclass
@@ -47,6 +80,7 @@ class ExecResult:
     cancelled: bool
     duration_s: float
     backend: str
+    quota_exceeded: bool = False  # killed for writing past SandboxLimits.disk_mb / tmp_mb (exit_code None)
 
     @property
     def ok(self) -> bool:
@@ -59,6 +93,10 @@ class SandboxError(Exception):
 
 class PathRejected(SandboxError):
     """A file-tool path that is absolute, escapes the workspace (``..``, symlink), or holds a NUL byte."""
+
+
+class PathOutsideScope(PathRejected):
+    """The path, once its symlinks are resolved, lands outside the paths the caller may touch."""
 
 
 class FileTooLarge(SandboxError):
@@ -190,19 +228,33 @@ class Sandbox(ABC):
 
         Streams chunks to ``on_output`` as they arrive; polls ``cancel_check`` every <= 100 ms and, when it
         returns True, kills the command's whole process tree at once (``cancelled=True``). ``timeout`` (default
-        ``limits.command_timeout_s``) kills it too (``timed_out=True``). Raises SandboxError only when the
-        sandbox itself failed.
+        ``limits.command_timeout_s``, and never more than it) kills it too (``timed_out=True``). Raises
+        SandboxError only when the sandbox itself failed.
         """
 
-    @abstractmethod
-    def read_file(self, path: str) -> str: ...
+    # The file tools resolve symlinks inside the sandbox's own file system and, when ``allowed`` (fnmatch
+    # patterns, as in a tool grant's ``paths``) is given, check the RESOLVED path against it in the same
+    # operation that opens the file: a link that leads out of the grant (or the workspace) raises
+    # PathOutsideScope (PathRejected), and no link swapped in meanwhile can redirect the open.
 
     @abstractmethod
-    def write_file(self, path: str, content: str) -> None: ...
+    def read_file(self, path: str, *, allowed: list[str] | None = None) -> str: ...
 
     @abstractmethod
-    def list_files(self, path: str = ".") -> list[str]:
+    def write_file(self, path: str, content: str, *, allowed: list[str] | None = None) -> None: ...
+
+    @abstractmethod
+    def list_files(self, path: str = ".", *, allowed: list[str] | None = None) -> list[str]:
         """Files under ``path``, recursive, as paths relative to the workspace root, sorted, without .git."""
+
+    @abstractmethod
+    def resolve_path(self, path: str, *, allowed: list[str] | None = None) -> str:
+        """``path`` with its symlinks resolved, relative to the workspace; PathRejected when it leaves the
+        workspace, PathOutsideScope when it leaves ``allowed``."""
+
+    @abstractmethod
+    def links_out_of_scope(self, paths: list[str], allowed: list[str] | None = None) -> list[str]:
+        """Those of ``paths`` that are symlinks whose target resolves outside the workspace or ``allowed``."""
 
     @abstractmethod
     def cancel(self) -> None:

@@ -10,7 +10,21 @@ Limits:
   ``UID_BASE``..), so RLIMIT_NPROC (per uid) caps that sandbox alone: a fork bomb hits ``pids`` and stops there;
   without root, the worker's own uid is used and NPROC is set to (its current process count + pids);
 - RLIMIT_AS = memory_mb per process (an allocation past it raises MemoryError / fails);
-- cpus is not enforced (no cgroup delegation); the command runs at nice 10.
+- cpus is not enforced (no cgroup delegation); the command runs at nice 10;
+- disk: see "Disk quota" below.
+
+Disk quota (SandboxLimits.disk_mb for the workspace, tmp_mb for /tmp and for the home directory each).
+Chosen because it truly bounds both the host's disk and its RAM, at Docker's cost (Docker also uses sized
+tmpfs mounts):
+- "tmpfs" (the worker runs as root, the normal server case): the sandbox's workspace, home and /tmp are three
+  host tmpfs mounts with ``size=`` and ``nr_inodes=``; the kernel answers ENOSPC past the quota, nothing ever
+  reaches the host's disk, and RAM use is bounded by the sizes (inodes included). Mounting costs ~0.1 ms; a
+  loop-mounted filesystem image would also bound the disk but costs a mkfs per sandbox.
+- "watchdog" (no root, or mounting is not permitted, e.g. a laptop): workspace and home are plain host
+  directories; /tmp is bwrap's own tmpfs with ``--size`` (bwrap >= 0.8; else a host directory). Every command
+  runs with RLIMIT_FSIZE = the quota (no single file can outgrow it between two measurements) and a watchdog
+  measures the sandbox every 0.1 s (longer for big trees) while it runs and kills it past the quota (``quota_exceeded=True``),
+  so the overshoot is bounded by what can be written in one interval.
 
 Killing: bwrap runs in its own session/process group; killing that group kills bwrap and the pid
 namespace's init, and the kernel then kills every process in the namespace, so nothing escapes. The pid of
@@ -19,6 +33,8 @@ every running bwrap is recorded as ``<root>/run/exec-<pid>`` so ``kill_run_sandb
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import resource
@@ -37,6 +53,7 @@ from .base import (
     ExecResult,
     FileTooLarge,
     OutputBuffer,
+    PathOutsideScope,
     PathRejected,
     Sandbox,
     SandboxError,
@@ -77,6 +94,64 @@ SANDBOX_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
     "GIT_TERMINAL_PROMPT": "0",
 }
+
+
+QUOTA_POLL_S = 0.1
+MS_NOSUID, MS_NODEV, MNT_DETACH = 2, 4, 2
+AREAS = ("workspace", "home", "tmp")
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _mount_tmpfs(target: str, size_mb: int, uid: int, gid: int, mode: str) -> None:
+    inodes = max(4096, size_mb * 128)  # tmpfs inodes live in RAM outside ``size``: bound them too
+    data = f"size={size_mb}m,nr_inodes={inodes},mode={mode},uid={uid},gid={gid}".encode()
+    if _libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, data) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mount tmpfs on {target}: {os.strerror(e)}")
+
+
+def _umount(target: str) -> None:
+    if os.path.ismount(target):
+        if _libc.umount2(target.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+            raise OSError(ctypes.get_errno(), f"umount {target}")
+
+
+def _disk_usage(path: str) -> int:
+    """Bytes allocated under ``path`` (symlinks not followed, hard links counted once)."""
+    total, seen = 0, set()
+    stack = [path]
+    while stack:
+        try:
+            it = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_nlink > 1:
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    return total
+
+
+_bwrap_size_flag: list[bool] = []
+
+
+def _bwrap_has_size() -> bool:
+    if not _bwrap_size_flag:
+        try:
+            out = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        _bwrap_size_flag.append("--size" in out)
+    return _bwrap_size_flag[0]
 
 
 def default_root() -> str:
@@ -234,7 +309,10 @@ class BwrapSandbox(Sandbox):
         root_dir: str | None = None,
         scope: str = "default",
         ro_binds: tuple[str, ...] = (),
+        quota_mode: str | None = None,  # "tmpfs" | "watchdog" | None (tmpfs when root and mounts work)
     ) -> None:
+        if quota_mode not in (None, "tmpfs", "watchdog"):
+            raise SandboxError(f"unknown quota mode {quota_mode!r}")
         reason = unavailable_reason()
         if reason:
             raise SandboxError(reason)
@@ -257,11 +335,24 @@ class BwrapSandbox(Sandbox):
             self.workspace = os.path.join(self.root, "workspace")
             self.home = os.path.join(self.root, "home")
             self.rundir = os.path.join(self.root, "run")
+            self.tmp = os.path.join(self.root, "tmp")
             os.mkdir(self.rundir, 0o700)
             os.mkdir(self.home, 0o755)
+            os.mkdir(self.workspace, 0o755)
+            os.mkdir(self.tmp, 0o1777)
+            os.chmod(self.tmp, 0o1777)
+            self.quota_mode = self._mount_quota() if self.privileged and quota_mode != "watchdog" else "watchdog"
+            if quota_mode == "tmpfs" and self.quota_mode != "tmpfs":
+                raise SandboxError("a tmpfs disk quota was asked for but this host does not allow mounting one")
             self._write_meta()
             self.etc = _shared_etc(self.base)
-            self.base_commit = prepare_clone(repo, ref, self.workspace)
+            try:
+                self.base_commit = prepare_clone(repo, ref, self.workspace)
+            except SandboxError as e:
+                if "No space left" in str(e):
+                    raise SandboxError(f"the repository does not fit in the sandbox's disk quota of "
+                                       f"{self.limits.disk_mb} MiB: {e}") from None
+                raise
             if self.privileged:
                 _chown_tree(self.workspace, self.uid)
                 os.chown(self.home, self.uid, self.gid)
@@ -269,11 +360,28 @@ class BwrapSandbox(Sandbox):
             self.destroy()
             raise
 
+    def _mount_quota(self) -> str:
+        """Sized tmpfs mounts for workspace, home and /tmp; "watchdog" when this host does not allow mounts."""
+        tmp_mb = self.limits.tmp_quota_mb
+        try:
+            # owned by root until the clone is done (git refuses a repository another uid owns), then chowned
+            _mount_tmpfs(self.workspace, int(self.limits.disk_mb), 0, 0, "0755")
+            _mount_tmpfs(self.home, tmp_mb, self.uid, self.gid, "0755")
+            _mount_tmpfs(self.tmp, tmp_mb, 0, 0, "1777")
+        except OSError:
+            for area in AREAS:
+                try:
+                    _umount(os.path.join(self.root, area))
+                except OSError:
+                    pass
+            return "watchdog"
+        return "tmpfs"
+
     # -- setup ---------------------------------------------------------------------------------------
 
     def _write_meta(self) -> None:
         meta = {"run_id": self.run_id, "scope": self.scope, "uid": self.uid, "privileged": self.privileged,
-                "created": time.time(), "owner_pid": os.getpid()}
+                "quota_mode": self.quota_mode, "created": time.time(), "owner_pid": os.getpid()}
         with open(os.path.join(self.root, "meta.json"), "w") as f:
             json.dump(meta, f)
 
@@ -285,8 +393,12 @@ class BwrapSandbox(Sandbox):
         args += ["--ro-bind", self.etc, "/etc"]
         for path in self.ro_binds:
             args += ["--ro-bind", path, path]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                 "--bind", self.workspace, WORKDIR, "--bind", self.home, "/home/agent",
+        args += ["--proc", "/proc", "--dev", "/dev"]
+        if self.quota_mode == "watchdog" and _bwrap_has_size():
+            args += ["--size", str(self.limits.tmp_quota_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+        else:  # tmpfs mode: the sized host mount; watchdog without --size: a measured host directory
+            args += ["--bind", self.tmp, "/tmp"]
+        args += ["--bind", self.workspace, WORKDIR, "--bind", self.home, "/home/agent",
                  "--chdir", WORKDIR, "--clearenv"]
         for k, v in SANDBOX_ENV.items():
             args += ["--setenv", k, v]
@@ -299,10 +411,14 @@ class BwrapSandbox(Sandbox):
         else:
             nproc = _count_procs_of(os.getuid()) + self.limits.pids
 
+        fsize = self.limits.disk_mb * 1024 * 1024 if self.quota_mode == "watchdog" else resource.RLIM_INFINITY
+
         def setup() -> None:
             resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
             resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            if fsize != resource.RLIM_INFINITY:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
             os.nice(10)
 
         return setup
@@ -322,7 +438,7 @@ class BwrapSandbox(Sandbox):
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         if not argv:
             raise ValueError("empty command")
-        timeout = self.limits.command_timeout_s if timeout is None else timeout
+        timeout = self.limits.clamp_timeout(timeout)
         out = OutputBuffer(self.limits.max_output_bytes, on_output)
         started = time.monotonic()
         started_wall = time.time()
@@ -360,10 +476,17 @@ class BwrapSandbox(Sandbox):
 
             if cancelled_elsewhere(slack=-0.001):  # a kill_run_sandboxes() landed between spawn and pidfile
                 kill()
-            timed_out, cancelled = pump_process(
-                proc, out, deadline=started + timeout, cancel_check=cancel_check, kill=kill,
-                cancelled_elsewhere=cancelled_elsewhere,
-            )
+            watchdog = self._start_watchdog(kill) if self.quota_mode == "watchdog" else None
+            try:
+                timed_out, cancelled = pump_process(
+                    proc, out, deadline=started + timeout, cancel_check=cancel_check, kill=kill,
+                    cancelled_elsewhere=cancelled_elsewhere,
+                )
+            finally:
+                if watchdog is not None:
+                    watchdog[0].set()
+                    watchdog[1].join()
+            over = watchdog[2][0] if watchdog is not None and watchdog[2] else None
         finally:
             with self._lock:
                 self._procs.discard(proc)
@@ -382,35 +505,79 @@ class BwrapSandbox(Sandbox):
             exit_code = rc
         if self._destroyed and rc == -signal.SIGKILL:
             cancelled, exit_code = True, None
+        quota_exceeded = bool(over) and not (timed_out or cancelled)
+        if quota_exceeded:
+            exit_code = None
+            out.feed(f"\n[sandbox: {over} exceeded its disk quota; the command was killed]\n".encode())
         return ExecResult(exit_code=exit_code, output=out.text(), truncated=out.truncated,
                           timed_out=timed_out, cancelled=cancelled,
-                          duration_s=time.monotonic() - started, backend=BACKEND)
+                          duration_s=time.monotonic() - started, backend=BACKEND, quota_exceeded=quota_exceeded)
+
+    def _quotas(self) -> list[tuple[str, str, int]]:
+        tmp = self.limits.tmp_quota_mb * 1024 * 1024
+        areas = [("the workspace", self.workspace, self.limits.disk_mb * 1024 * 1024), ("the home directory", self.home, tmp)]
+        if not _bwrap_has_size():
+            areas.append(("/tmp", self.tmp, tmp))
+        return areas
+
+    def _start_watchdog(self, kill: Callable[[], None]) -> tuple[threading.Event, threading.Thread, list[str]]:
+        """Measure the sandbox while a command runs; kill it when an area grows past its quota. An area already
+        over quota when the command starts (left by an earlier kill) may shrink (``rm``), never grow."""
+        stop, over = threading.Event(), []
+        areas = self._quotas()
+
+        def watch() -> None:
+            start = {path: _disk_usage(path) for _, path, _ in areas}
+            interval = QUOTA_POLL_S
+            while not stop.wait(interval):
+                t0 = time.monotonic()
+                for name, path, quota in areas:
+                    used = _disk_usage(path)
+                    if used > quota and used > start[path]:
+                        over.append(f"{name} ({used // 1048576} MiB of {quota // 1048576} MiB)")
+                        kill()
+                        return
+                # a big tree costs more to measure: keep the watchdog under ~20% of a core
+                interval = max(QUOTA_POLL_S, 4 * (time.monotonic() - t0))
+
+        thread = threading.Thread(target=watch, name=f"sandbox-quota-{self.run_id}", daemon=True)
+        thread.start()
+        return stop, thread, over
 
     def cancel(self) -> None:
         kill_sandbox_root(self.root, mark=True)
 
     # -- files (host side, symlink-safe) ------------------------------------------------------------
 
-    def read_file(self, path: str) -> str:
+    def read_file(self, path: str, *, allowed: list[str] | None = None) -> str:
         rel = check_relative_path(path)
-        data = self._fileop(fileops.read_bytes, self.workspace, rel, self.limits.max_file_bytes)
+        data = self._fileop(fileops.read_bytes, self.workspace, rel, self.limits.max_file_bytes, allowed)
         return data.decode("utf-8", errors="replace")
 
-    def write_file(self, path: str, content: str) -> None:
+    def write_file(self, path: str, content: str, *, allowed: list[str] | None = None) -> None:
         rel = check_relative_path(path)
         data = content.encode("utf-8")
         owner = (self.uid, self.gid) if self.privileged else None
-        self._fileop(fileops.write_bytes, self.workspace, rel, data, self.limits.max_file_bytes, owner)
+        self._fileop(fileops.write_bytes, self.workspace, rel, data, self.limits.max_file_bytes, owner, allowed)
 
-    def list_files(self, path: str = ".") -> list[str]:
+    def list_files(self, path: str = ".", *, allowed: list[str] | None = None) -> list[str]:
         rel = check_relative_path(path, allow_root=True)
-        return self._fileop(fileops.list_files, self.workspace, rel)
+        return self._fileop(fileops.list_files, self.workspace, rel, 100000, allowed)
+
+    def resolve_path(self, path: str, *, allowed: list[str] | None = None) -> str:
+        rel = check_relative_path(path, allow_root=True)
+        return self._fileop(fileops.resolve, self.workspace, rel, allowed)
+
+    def links_out_of_scope(self, paths: list[str], allowed: list[str] | None = None) -> list[str]:
+        return self._fileop(fileops.links_out_of_scope, self.workspace, list(paths), allowed)
 
     def _fileop(self, fn, *args):  # type: ignore[no-untyped-def]
         if self._destroyed:
             raise SandboxError("sandbox destroyed")
         try:
             return fn(*args)
+        except fileops.OutOfScope as e:
+            raise PathOutsideScope(str(e)) from None
         except fileops.Rejected as e:
             raise PathRejected(str(e)) from None
         except fileops.TooLarge as e:
@@ -498,6 +665,11 @@ def read_meta(root: str) -> dict | None:
 def destroy_sandbox_root(root: str) -> None:
     meta = read_meta(root)
     kill_sandbox_root(root, mark=True)
+    for area in AREAS:  # the quota mounts first: rmtree must never walk into a mount it cannot remove
+        try:
+            _umount(os.path.join(root, area))
+        except OSError:
+            pass
     shutil.rmtree(root, ignore_errors=True)
     if os.path.isdir(root):  # something still writing: kill again and retry once
         time.sleep(0.1)

@@ -66,6 +66,7 @@ from .base import (
     ExecResult,
     FileTooLarge,
     OutputBuffer,
+    PathOutsideScope,
     PathRejected,
     Sandbox,
     SandboxError,
@@ -396,6 +397,10 @@ class _CommandServer:
         except Exception as e:
             raise SandboxError(f"cannot start the command server: {e}") from e
         self._raw = _raw_socket(self._sock)
+        # The hijacked socket inherits the client's timeout (60 s): a command silent that long made recv()
+        # time out, the reader declared the server lost and the command "exit 137". Only the controller's
+        # timeout may end a command, so the reader blocks for as long as the server lives.
+        self._raw.settimeout(None)
         self.dead = False
         self._queues: dict[int, queue.Queue] = {}
         self._qlock = threading.Lock()
@@ -495,12 +500,14 @@ class DockerSandbox(Sandbox):
         limits: SandboxLimits | None = None,
         image: str | None = None,
         scope: str = "default",
-        workspace_size_mb: int = 2048,
+        workspace_size_mb: int | None = None,
     ) -> None:
         self.run_id = run_id
         self.scope = scope
         self.workdir = WORKDIR
         self.limits = limits or SandboxLimits()
+        workspace_mb = int(workspace_size_mb or self.limits.disk_mb)
+        tmp_mb = self.limits.tmp_quota_mb
         self.image = image or DEFAULT_IMAGE
         self._destroyed = False
         self._lock = threading.Lock()
@@ -542,10 +549,14 @@ class DockerSandbox(Sandbox):
                     },
                     network_mode="none",
                     read_only=True,
+                    # Sized from SandboxLimits (disk_mb, tmp_mb), like bubblewrap's quota mounts; nr_inodes
+                    # bounds the RAM that empty files would take outside ``size``.
                     tmpfs={
-                        "/tmp": "rw,exec,nosuid,nodev,size=512m,mode=1777",
-                        "/home/agent": "rw,exec,nosuid,nodev,size=512m,uid=1000,gid=1000,mode=0755",
-                        WORKDIR: f"rw,exec,nosuid,nodev,size={workspace_size_mb}m,uid=1000,gid=1000,mode=0755",
+                        "/tmp": f"rw,exec,nosuid,nodev,size={tmp_mb}m,nr_inodes={max(4096, tmp_mb * 128)},mode=1777",
+                        "/home/agent": f"rw,exec,nosuid,nodev,size={tmp_mb}m,nr_inodes={max(4096, tmp_mb * 128)},"
+                                       "uid=1000,gid=1000,mode=0755",
+                        WORKDIR: f"rw,exec,nosuid,nodev,size={workspace_mb}m,nr_inodes={max(4096, workspace_mb * 128)},"
+                                 "uid=1000,gid=1000,mode=0755",
                     },
                     cap_drop=["ALL"],
                     security_opt=["no-new-privileges"],
@@ -593,7 +604,7 @@ class DockerSandbox(Sandbox):
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         if not argv:
             raise ValueError("empty command")
-        timeout = self.limits.command_timeout_s if timeout is None else timeout
+        timeout = self.limits.clamp_timeout(timeout)
         out = OutputBuffer(self.limits.max_output_bytes, on_output)
         server = self._command_server()
         if server is not None:
@@ -776,13 +787,14 @@ class DockerSandbox(Sandbox):
 
     # -- files (inside the container, same rules as the host-side bubblewrap code) -------------------
 
-    def _fileop(self, op: str, rel: str, stdin: bytes | None = None) -> bytes:
+    def _fileop(self, op: str, rel: str, stdin: bytes | None = None, allowed: list[str] | None = None) -> bytes:
         if self._destroyed or not self.container_id:
             raise SandboxError("sandbox destroyed")
+        argv = ["python3", "-c", _FILEOPS_SOURCE, op, WORKDIR, rel, str(self.limits.max_file_bytes)]
+        if allowed is not None:
+            argv.append(json.dumps(list(allowed)))
         rc, out, err = exec_capture(
-            self.container_id,
-            ["python3", "-c", _FILEOPS_SOURCE, op, WORKDIR, rel, str(self.limits.max_file_bytes)],
-            stdin=stdin, timeout=60, max_bytes=self.limits.max_file_bytes + 1024,
+            self.container_id, argv, stdin=stdin, timeout=60, max_bytes=self.limits.max_file_bytes + 1024,
         )
         if rc == 0:
             return out
@@ -791,6 +803,8 @@ class DockerSandbox(Sandbox):
         except ValueError:
             info = {}
         kind, msg = info.get("error"), info.get("message") or err.decode(errors="replace")[-500:]
+        if kind == "out_of_scope":
+            raise PathOutsideScope(msg)
         if kind == "rejected":
             raise PathRejected(msg)
         if kind == "too_large":
@@ -803,20 +817,27 @@ class DockerSandbox(Sandbox):
             raise OSError(msg)
         raise SandboxError(f"file tool {op} failed (exit {rc}): {msg}")
 
-    def read_file(self, path: str) -> str:
+    def read_file(self, path: str, *, allowed: list[str] | None = None) -> str:
         rel = check_relative_path(path)
-        return self._fileop("read", rel).decode("utf-8", errors="replace")
+        return self._fileop("read", rel, allowed=allowed).decode("utf-8", errors="replace")
 
-    def write_file(self, path: str, content: str) -> None:
+    def write_file(self, path: str, content: str, *, allowed: list[str] | None = None) -> None:
         rel = check_relative_path(path)
         data = content.encode("utf-8")
         if len(data) > self.limits.max_file_bytes:
             raise FileTooLarge(f"content is {len(data)} bytes, more than {self.limits.max_file_bytes}")
-        self._fileop("write", rel, stdin=data)
+        self._fileop("write", rel, stdin=data, allowed=allowed)
 
-    def list_files(self, path: str = ".") -> list[str]:
+    def list_files(self, path: str = ".", *, allowed: list[str] | None = None) -> list[str]:
         rel = check_relative_path(path, allow_root=True)
-        return json.loads(self._fileop("list", rel).decode() or "[]")
+        return json.loads(self._fileop("list", rel, allowed=allowed).decode() or "[]")
+
+    def resolve_path(self, path: str, *, allowed: list[str] | None = None) -> str:
+        rel = check_relative_path(path, allow_root=True)
+        return json.loads(self._fileop("resolve", rel, allowed=allowed).decode())
+
+    def links_out_of_scope(self, paths: list[str], allowed: list[str] | None = None) -> list[str]:
+        return json.loads(self._fileop("links", json.dumps(list(paths)), allowed=allowed).decode() or "[]")
 
     # -- teardown ------------------------------------------------------------------------------------
 

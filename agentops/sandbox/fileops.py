@@ -5,9 +5,13 @@ backend ships this very source into the container (``python3 -c``) and runs it t
 the same rules. A path is resolved with ``realpath`` and must land inside the root; the resolved path is then
 walked component by component with ``O_NOFOLLOW`` from a directory fd, so a symlink swapped in between the
 check and the open (a race the sandboxed code could try) makes the call fail instead of escaping.
+
+``allowed`` (fnmatch patterns, the grant's ``paths``) is checked on the RESOLVED path, in the same call that
+opens it: ``tests/up/calc.py`` with ``tests/up -> ..`` is ``calc.py``, and ``tests/*`` does not allow it.
 """
 
 import errno
+import fnmatch
 import json
 import os
 import stat
@@ -18,8 +22,30 @@ class Rejected(Exception):
     pass
 
 
+class OutOfScope(Rejected):
+    pass
+
+
 class TooLarge(Exception):
     pass
+
+
+def _in_scope(path, allowed):
+    # Same meaning as agentops.tools.scopes.path_allowed: no patterns means no path restriction.
+    if not allowed:
+        return True
+    return any(fnmatch.fnmatchcase(path, p) for p in allowed)
+
+
+def _require_scope(parts, allowed, rel, directory=False):
+    if not allowed:
+        return
+    real = "/".join(parts) or "."
+    if _in_scope(real, allowed) or (directory and _in_scope(real + "/", allowed)):
+        return
+    if real == "/".join(_check_lexical(rel)):
+        raise OutOfScope("path %r is outside the allowed paths" % rel)
+    raise OutOfScope("path %r resolves through a symlink to %r, outside the allowed paths" % (rel, real))
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -75,10 +101,11 @@ def _walk_dirs(root_real, parts, create=False, owner=None):
         raise
 
 
-def read_bytes(root, rel, max_bytes):
+def read_bytes(root, rel, max_bytes, allowed=None):
     root_real, parts = _resolve(root, rel)
     if not parts:
         raise IsADirectoryError(rel)
+    _require_scope(parts, allowed, rel)
     dfd = _walk_dirs(root_real, parts[:-1])
     try:
         try:
@@ -111,7 +138,7 @@ def read_bytes(root, rel, max_bytes):
         os.close(fd)
 
 
-def write_bytes(root, rel, data, max_bytes, owner=None):
+def write_bytes(root, rel, data, max_bytes, owner=None, allowed=None):
     if len(data) > max_bytes:
         raise TooLarge("content is %d bytes, more than the limit of %d" % (len(data), max_bytes))
     _check_lexical(rel)
@@ -127,6 +154,7 @@ def write_bytes(root, rel, data, max_bytes, owner=None):
         parent_parts, name = parts[:-1], parts[-1]
     if not parent_parts and name == ".git":
         raise Rejected("path inside .git is not allowed: %r" % rel)
+    _require_scope(list(parent_parts) + [name], allowed, rel)
     dfd = _walk_dirs(root_real, parent_parts, create=True, owner=owner)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
@@ -157,8 +185,12 @@ def write_bytes(root, rel, data, max_bytes, owner=None):
         os.close(fd)
 
 
-def list_files(root, rel=".", limit=100000):
+def list_files(root, rel=".", limit=100000, allowed=None):
     root_real, parts = _resolve(root, rel)
+    if allowed and parts != _check_lexical(rel):
+        # Listing through a link: where it leads must itself be granted (a link to the root would otherwise
+        # enumerate the whole workspace under a granted name).
+        _require_scope(parts, allowed, rel, directory=True)
     start = os.path.join(root_real, *parts)
     if not os.path.isdir(start) or os.path.islink(start):
         if os.path.isfile(start):
@@ -174,26 +206,69 @@ def list_files(root, rel=".", limit=100000):
                 filenames.append(d)
         relbase = os.path.relpath(dirpath, root_real)
         for f in filenames:
-            out.append(f if relbase == "." else relbase + "/" + f)
+            path = f if relbase == "." else relbase + "/" + f
+            if not _in_scope(path, allowed):
+                continue
+            out.append(path)
             if len(out) > limit:
                 raise TooLarge("more than %d files" % limit)
     return sorted(out)
 
 
-# ---- in-container entry point (Docker backend): python3 -c SOURCE OP ROOT REL MAX -----------------
+def resolve(root, rel, allowed=None):
+    _, parts = _resolve(root, rel)
+    _require_scope(parts, allowed, rel, directory=True)
+    return "/".join(parts) or "."
+
+
+def links_out_of_scope(root, rels, allowed=None):
+    """Those of ``rels`` that are symlinks leading outside the root, into .git, or outside ``allowed``."""
+    root_real = os.path.realpath(root)
+    bad = []
+    for rel in rels:
+        try:
+            parts = _check_lexical(rel)
+        except Rejected:
+            bad.append(rel)
+            continue
+        path = os.path.join(root_real, *parts)
+        if not os.path.islink(path):
+            continue
+        full = os.path.realpath(path)
+        if full == root_real or not full.startswith(root_real + os.sep):
+            bad.append(rel)
+            continue
+        real = os.path.relpath(full, root_real)
+        if real.split(os.sep)[0] == ".git" or not _in_scope(real, allowed):
+            bad.append(rel)
+    return bad
+
+
+# ---- in-container entry point (Docker backend): python3 -c SOURCE OP ROOT REL MAX [ALLOWED_JSON] -----
+
+OPS = ("read", "write", "list", "resolve", "links")
+
 
 def _main(argv):
     op, root, rel, max_bytes = argv[0], argv[1], argv[2], int(argv[3])
+    allowed = json.loads(argv[4]) if len(argv) > 4 else None
     try:
         if op == "read":
-            sys.stdout.buffer.write(read_bytes(root, rel, max_bytes))
+            sys.stdout.buffer.write(read_bytes(root, rel, max_bytes, allowed))
         elif op == "write":
             data = sys.stdin.buffer.read(max_bytes + 1)
-            write_bytes(root, rel, data, max_bytes)
+            write_bytes(root, rel, data, max_bytes, allowed=allowed)
         elif op == "list":
-            sys.stdout.write(json.dumps(list_files(root, rel)))
+            sys.stdout.write(json.dumps(list_files(root, rel, allowed=allowed)))
+        elif op == "resolve":
+            sys.stdout.write(json.dumps(resolve(root, rel, allowed)))
+        elif op == "links":
+            sys.stdout.write(json.dumps(links_out_of_scope(root, json.loads(rel), allowed)))
         else:
             raise ValueError(op)
+    except OutOfScope as e:
+        sys.stderr.write(json.dumps({"error": "out_of_scope", "message": str(e)}))
+        return 8
     except Rejected as e:
         sys.stderr.write(json.dumps({"error": "rejected", "message": str(e)}))
         return 3
@@ -212,5 +287,5 @@ def _main(argv):
     return 0
 
 
-if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] in ("read", "write", "list"):
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] in OPS:
     sys.exit(_main(sys.argv[1:]))

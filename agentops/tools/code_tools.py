@@ -69,7 +69,9 @@ def _diff_data(sandbox: Any) -> dict[str, Any]:
     return {"workspace_diff": sandbox.diff()}
 
 
-def _file_path(path: str, ctx: ToolContext) -> str:
+def _file_path(path: str, ctx: ToolContext, sandbox: Any = None) -> str:
+    """The lexical check and scope; with ``sandbox``, the path's symlinks are also resolved inside the sandbox
+    and the real path must stay in the workspace and the grant (``tests/up/x`` with ``tests/up -> ..`` is ``x``)."""
     from agentops.sandbox import PathRejected
     from agentops.sandbox.base import check_relative_path
 
@@ -78,16 +80,34 @@ def _file_path(path: str, ctx: ToolContext) -> str:
     except PathRejected as exc:
         raise ScopeViolation(str(exc)) from None
     require_path_in_scope(norm, ctx.scope)
+    if sandbox is not None:
+        _resolved(sandbox, norm, ctx)
     return norm
 
 
+def _allowed_paths(ctx: ToolContext) -> list[str] | None:
+    return list(ctx.scope.get("paths") or []) or None
+
+
+def _resolved(sandbox: Any, path: str, ctx: ToolContext) -> str:
+    from agentops.sandbox import PathRejected
+
+    try:
+        return sandbox.resolve_path(path, allowed=_allowed_paths(ctx))
+    except PathRejected as exc:
+        raise ScopeViolation(str(exc)) from None
+
+
 def _exec(sandbox: Any, ctx: ToolContext, command: str | list[str], *, timeout: float | None = None) -> Any:
+    # The sandbox clamps ``timeout`` to the policy's command_timeout_s: the model may only lower it.
     return sandbox.exec(command, timeout=timeout, on_output=ctx.emit, cancel_check=ctx.should_stop)
 
 
 def _exec_summary(result: Any) -> str:
     if result.cancelled:
         state = "cancelled"
+    elif getattr(result, "quota_exceeded", False):
+        state = "killed: disk quota exceeded"
     elif result.timed_out:
         state = "timed out"
     else:
@@ -221,27 +241,35 @@ register(Tool(
 
 
 def repo_list_files(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    from agentops.sandbox import PathRejected
+    from agentops.sandbox.base import check_relative_path
+
     sandbox = _sandbox(ctx)
     path = args.get("path") or "."
-    if path != ".":
-        from agentops.sandbox import PathRejected
-        from agentops.sandbox.base import check_relative_path
-
-        try:
+    try:
+        if path != ".":
             path = check_relative_path(path)
-        except PathRejected as exc:
-            raise ScopeViolation(str(exc)) from None
-    files = [f for f in sandbox.list_files(path) if path_allowed(f, ctx.scope.get("paths"))]
+        # listed on real paths: a link to a directory outside the grant is refused, not enumerated
+        listed = sandbox.list_files(path, allowed=_allowed_paths(ctx))
+    except PathRejected as exc:
+        raise ScopeViolation(str(exc)) from None
+    except FileNotFoundError:
+        raise ToolError(f"{path}: no such directory") from None
+    files = [f for f in listed if path_allowed(f, ctx.scope.get("paths"))]
     shown = files[:MAX_LIST]
     more = f"\n[{len(files) - MAX_LIST} more not shown]" if len(files) > MAX_LIST else ""
     return ToolResult(output="\n".join(shown) + more if shown else "(no files)")
 
 
 def repo_read_file(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    from agentops.sandbox import PathRejected
+
     path = _file_path(args["path"], ctx)
     sandbox = _sandbox(ctx)
     try:
-        content = sandbox.read_file(path)
+        content = sandbox.read_file(path, allowed=_allowed_paths(ctx))
+    except PathRejected as exc:
+        raise ScopeViolation(str(exc)) from None
     except FileNotFoundError:
         raise ToolError(f"{path}: no such file") from None
     except Exception as exc:
@@ -264,7 +292,7 @@ def repo_search(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         command.append("-i")
     command += ["-e", args["query"], "--"]
     if args.get("path"):
-        command.append(_file_path(args["path"], ctx) if args["path"] != "." else ".")
+        command.append(_file_path(args["path"], ctx, sandbox) if args["path"] != "." else ".")
     result = sandbox.exec(command, timeout=60, cancel_check=ctx.should_stop)
     if result.exit_code not in (0, 1):
         raise ToolError(f"search failed: {result.output[-500:]}")
@@ -317,23 +345,31 @@ register(Tool(
 
 
 def write_file(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    from agentops.sandbox import PathRejected
+
     path = _file_path(args["path"], ctx)
     sandbox = _sandbox(ctx)
     try:
-        sandbox.write_file(path, args["content"])
+        # resolved and checked against the grant inside the sandbox, in the same call that opens the file
+        sandbox.write_file(path, args["content"], allowed=_allowed_paths(ctx))
+    except PathRejected as exc:
+        raise ScopeViolation(str(exc)) from None
     except Exception as exc:
         raise ToolError(f"{path}: {exc}") from None
     return ToolResult(output=f"wrote {path} ({len(args['content'])} characters)", data=_diff_data(sandbox))
 
 
 def apply_patch(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    import uuid
+
     from agentops.verification import diff_paths
 
     patch = args["patch"]
     if not patch.endswith("\n"):
         patch += "\n"
+    paths = _plain_patch_paths(patch)
     try:
-        paths = diff_paths(patch) or _plain_patch_paths(patch)
+        paths += [p for p in diff_paths(patch) if p not in paths]
     except ValueError as exc:
         raise ToolError(str(exc)) from None
     if not paths:
@@ -341,14 +377,69 @@ def apply_patch(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     for path in paths:
         _file_path(path, ctx)
     sandbox = _sandbox(ctx)
-    sandbox.write_file(".agentops-tool.patch", patch)
-    result = sandbox.exec(
-        "git apply --recount --whitespace=nowarn .agentops-tool.patch; code=$?; rm -f .agentops-tool.patch; exit $code",
-        timeout=60,
-    )
-    if result.exit_code != 0:
-        return ToolResult(output=f"the patch does not apply, nothing changed:\n{result.output[-2000:]}", is_error=True, data=_diff_data(sandbox))
+    # An unpredictable name: a link the agent planted at a fixed name would turn this write into a write
+    # through it. Written without a scope: it is the controller's own file, removed right after.
+    name = f".agentops-tool-{uuid.uuid4().hex}.patch"
+    sandbox.write_file(name, patch)
+    quoted = shlex.quote(name)
+    try:
+        # git's own reading of the patch says which paths it writes (quoted names, -p levels, renames).
+        listed = sandbox.exec(["git", "apply", "--recount", "--numstat", "-z", name], timeout=60)
+        if listed.exit_code != 0:
+            return ToolResult(output=f"the patch does not apply, nothing changed:\n{listed.output[-2000:]}", is_error=True, data=_diff_data(sandbox))
+        for path in _numstat_paths(listed.output):
+            if path not in paths:
+                paths.append(path)
+                _file_path(path, ctx)
+        for path in paths:
+            _resolved(sandbox, path, ctx)  # no write through a link out of the grant or the workspace
+        result = sandbox.exec(["/bin/sh", "-c", f"git apply --recount --whitespace=nowarn -- {quoted}"], timeout=60)
+        if result.exit_code != 0:
+            return ToolResult(output=f"the patch does not apply, nothing changed:\n{result.output[-2000:]}", is_error=True, data=_diff_data(sandbox))
+        bad = _links_out_of_scope(sandbox, paths, ctx)
+        if bad:
+            # A link leaving the workspace or the grant is refused at creation: undo the whole patch.
+            sandbox.exec(["git", "apply", "--recount", "-R", name], timeout=60)
+            left = _links_out_of_scope(sandbox, bad, ctx)
+            if left:
+                sandbox.exec(["rm", "-f", "--", *left], timeout=60)
+            raise ScopeViolation(f"the patch creates symbolic links leading outside the workspace or the allowed paths: {bad}; nothing changed")
+    finally:
+        sandbox.exec(["rm", "-f", "--", name], timeout=60)
     return ToolResult(output=f"patched {', '.join(paths)}", data=_diff_data(sandbox))
+
+
+def _links_out_of_scope(sandbox: Any, paths: list[str], ctx: ToolContext) -> list[str]:
+    try:
+        return sandbox.links_out_of_scope(paths, _allowed_paths(ctx))
+    except Exception as exc:  # cannot tell: fail closed
+        raise ScopeViolation(f"cannot check the patch's links: {exc}") from None
+
+
+def _numstat_paths(output: str) -> list[str]:
+    """Paths of ``git apply --numstat -z``: ``added\tdeleted\tpath\0``, or for a rename ``a\td\t\0old\0new\0``."""
+    paths: list[str] = []
+    fields = output.split("\0")
+    i = 0
+    while i < len(fields):
+        parts = fields[i].split("\t", 2)
+        if len(parts) == 3:
+            names = [parts[2]] if parts[2] else fields[i + 1 : i + 3]
+            i += 1 if parts[2] else 3
+            paths += [n for n in names if n and n not in paths]
+        else:
+            i += 1
+    return paths
+
+
+def _unquote_git(name: str) -> str:
+    # git C-quotes unusual names ("tests/\143x" is tests/cx): check the name git will really write
+    if len(name) >= 2 and name.startswith('"') and name.endswith('"'):
+        import codecs
+
+        raw = codecs.escape_decode(name[1:-1].encode("latin-1", "backslashreplace"))[0]
+        return raw.decode("utf-8", "surrogateescape")
+    return name
 
 
 def _plain_patch_paths(patch: str) -> list[str]:
@@ -358,9 +449,13 @@ def _plain_patch_paths(patch: str) -> list[str]:
             name = line[4:].split("\t")[0].strip()
             if name == "/dev/null":
                 continue
-            name = re.sub(r"^[ab]/", "", name)
-            if name not in paths:
-                paths.append(name)
+            name = re.sub(r"^[ab]/", "", _unquote_git(name))
+        elif line.startswith(("rename from ", "rename to ", "copy from ", "copy to ")):
+            name = _unquote_git(line.split(" ", 2)[2].strip())
+        else:
+            continue
+        if name not in paths:
+            paths.append(name)
     return paths
 
 
@@ -379,7 +474,11 @@ def run_command(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
 
     sandbox = _sandbox(ctx)
     result = _exec(sandbox, ctx, f"export {TEST_ENV}; {command}", timeout=args.get("timeout_s"))
-    return ToolResult(output=_exec_summary(result), is_error=result.exit_code != 0, data=_diff_data(sandbox))
+    output = _exec_summary(result)
+    ceiling = getattr(getattr(sandbox, "limits", None), "command_timeout_s", None)
+    if ceiling is not None and args.get("timeout_s") is not None and float(args["timeout_s"]) > ceiling:
+        output = f"[timeout_s={args['timeout_s']} is above the policy's command timeout; {ceiling:g}s applied]\n{output}"
+    return ToolResult(output=output, is_error=result.exit_code != 0, data=_diff_data(sandbox))
 
 
 def run_tests(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
@@ -389,10 +488,10 @@ def run_tests(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     if not command:
         raise ToolError("this agent has no test_command configured")
     selected = args.get("paths") or []
-    for path in selected:
-        _file_path(path.split("::", 1)[0], ctx)
-    full = f"export {TEST_ENV}; {command}" + ("".join(f" {shlex.quote(p)}" for p in selected))
     sandbox = _sandbox(ctx)
+    for path in selected:
+        _file_path(path.split("::", 1)[0], ctx, sandbox)
+    full = f"export {TEST_ENV}; {command}" + ("".join(f" {shlex.quote(p)}" for p in selected))
     result = _exec(sandbox, ctx, full)
     verdict = "PASSED" if result.exit_code == 0 else "FAILED"
     return ToolResult(output=f"{verdict}: {command}\n{_exec_summary(result)}", is_error=result.exit_code != 0, data=_diff_data(sandbox))
@@ -417,7 +516,7 @@ register(Tool(
 register(Tool(
     name="run_command",
     description="Run a shell command in the sandbox workspace (no network). Returns exit code and output.",
-    input_schema=_schema({"command": {"type": "string", "minLength": 1, "maxLength": 5000}, "timeout_s": {"type": "number", "minimum": 1, "maximum": 3600}}, ["command"]),
+    input_schema=_schema({"command": {"type": "string", "minLength": 1, "maxLength": 5000}, "timeout_s": {"type": "number", "minimum": 1, "maximum": 3600, "description": "stop sooner than the policy's command timeout; it can only be lowered, never raised"}}, ["command"]),
     risk_class="write",
     scope_schema={"type": "object", "properties": {"allow": STRING_LIST}, "additionalProperties": False},
     executor=run_command,
@@ -455,6 +554,7 @@ def git_commit(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     except ForgeError as exc:
         raise ScopeViolation(str(exc)) from None
     require_branch_in_scope(branch, ctx.scope, protected=_protected(ctx))
+    _commit_message_gate(ctx, args["message"])
     sandbox = _sandbox(ctx)
     quoted = shlex.quote(branch)
     script = (
@@ -471,6 +571,18 @@ def git_commit(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     )
 
 
+def _commit_message_gate(ctx: ToolContext, message: str) -> None:
+    """The secrets gate on a commit message: it travels with the branch wherever the commit goes."""
+    from agentops.redaction import contains_secret
+    from agentops.runs.models import StepKind
+
+    secret = contains_secret(message)
+    detail = "a secret (token, key or configured secret value) in the commit message" if secret else "no secret in the commit message"
+    ctx.record_step(StepKind.GATE, {"gate": "commit_message", "passed": not secret, "detail": detail})
+    if secret:
+        raise ToolError("the commit message contains a secret; nothing was committed. Remove it and commit again.")
+
+
 register(Tool(
     name="git_commit",
     description="Commit every change in the sandbox workspace on a branch (created if needed). The branch must start with the allowed prefix; the default and protected branches are refused.",
@@ -483,6 +595,21 @@ register(Tool(
 
 # --------------------------------------------------------------------------------------------------
 # forge
+
+
+WRITE_TOOLS = ("write_file", "apply_patch")
+
+
+def _write_paths(ctx: ToolContext) -> list[str] | None:
+    """The paths the agent's file-writing grants allow (None: not narrowed). The final change is checked
+    against them, whatever route (a test run, a link, a shell) put a file in the workspace."""
+    grants = getattr(ctx.agent, "grants", None)
+    if grants is None:
+        return None
+    scopes = [dict(g.scope or {}) for g in grants.filter(tool__in=WRITE_TOOLS)]
+    if not scopes or any(not s.get("paths") for s in scopes):
+        return None
+    return sorted({p for s in scopes for p in s["paths"]})
 
 
 def _verify(ctx: ToolContext, *, diff: str, text: str, message: str) -> Any:
@@ -501,7 +628,19 @@ def _verify(ctx: ToolContext, *, diff: str, text: str, message: str) -> Any:
         message=message,
         emit=ctx.emit,
         cancel_check=ctx.should_stop,
+        allowed_paths=_write_paths(ctx),
+        lease_owner=ctx.lease_owner,
     )
+
+
+def _published_tree_matches(forge: Any, repo: str, head: str, tree: str) -> bool:
+    """Whether the branch head the forge now holds has exactly the tree the gates judged."""
+    if getattr(forge, "kind", "") != "local":
+        return True  # a remote forge's tree is its own; push_branch sends only the judged ChangeSet
+    from agentops.forges.local import git
+
+    shown = git("rev-parse", "--verify", "--quiet", f"{head}^{{tree}}", cwd=forge.clone_source(repo), check=False)
+    return shown.stdout.strip() == tree
 
 
 def open_pull_request(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
@@ -520,7 +659,11 @@ def open_pull_request(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     repo = _repo(ctx)
     base = _base_branch(ctx)
     sandbox = _sandbox(ctx)
-    diff = sandbox.diff()
+    # Read once: the gates judge this text and publish what it makes on the base, nothing read later.
+    try:
+        diff = sandbox.diff()
+    except Exception as exc:  # SandboxError: too large, or git failed in the workspace
+        raise ToolError(f"the workspace's change could not be read: {exc}") from None
     title, body = args["title"], args.get("body", "")
     verification = _verify(ctx, diff=diff, text=f"{title}\n{body}", message=f"{title}\n\n{body[:2000]}\n\nagentops run {ctx.run.pk}")
     if not verification.passed:
@@ -531,10 +674,16 @@ def open_pull_request(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         )
     forge = _forge(ctx)
     draft = True if phase == 2 else bool(args.get("draft", False))
+    flags = list(verification.flags)
     gates_text = "\n".join(f"- {g.name}: passed — {g.detail.splitlines()[0][:200]}" for g in verification.gates)
-    full_body = f"{body}\n\n---\nOpened by agentops run {ctx.run.pk} (trust phase {phase}). Verification gates:\n{gates_text}\n"
+    flags_text = ""
+    if flags:
+        flags_text = "\n\nFlagged for a person (this change is never merged without one):\n" + "\n".join(f"- {f[:300]}" for f in flags[:30])
+    full_body = f"{body}\n\n---\nOpened by agentops run {ctx.run.pk} (trust phase {phase}). Verification gates:\n{gates_text}{flags_text}\n"
     try:
         head = forge.push_branch(repo, branch, verification.changes, base=base)
+        if not _published_tree_matches(forge, repo, head, verification.tree):
+            raise ToolError("the branch the forge holds differs from the change the gates verified; no pull request was opened")
         info = forge.open_pull_request(repo, branch, base, title, full_body, draft, run=ctx.run)
     except ForgeError as exc:
         raise ToolError(str(exc)) from None
@@ -545,7 +694,9 @@ def open_pull_request(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         "head_sha": head,
         "gates_passed": True,
         "changed_lines": changed_lines(diff),
-        "paths": diff_paths(diff),
+        "paths": sorted(set(diff_paths(diff)) | set(verification.paths)),
+        "tree": verification.tree,
+        "flags": flags,
     }
     kind = "draft pull request" if info.draft else "pull request (ready for review)"
     from agentops.notify import notify
@@ -553,11 +704,12 @@ def open_pull_request(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     notify(
         event="pull_request",
         subject=f"{ctx.agent.name} opened {kind} #{info.number}: {title}",
-        text=f"All gates passed (tests in a fresh sandbox, no test weakened, diff limits, no secrets). Run {ctx.run.pk}.",
+        text=f"All gates passed (tests in a fresh sandbox, no test weakened, diff limits, no secrets). Run {ctx.run.pk}."
+        + (f" Flagged for a person ({len(flags)}): it will not merge without one." if flags else ""),
         path=f"/runs/{ctx.run.pk}/",
     )
     return ToolResult(
-        output=f"Opened {kind} #{info.number}: {info.url}\nAll gates passed:\n{verification.summary()[:3000]}",
+        output=f"Opened {kind} #{info.number}: {info.url}\nAll gates passed:\n{verification.summary()[:4000]}",
         data={"workspace_diff": diff, "pull_request": pull, "run_result": {"pull_request": pull, "patch": diff}},
     )
 
@@ -594,6 +746,11 @@ def merge_is_low_risk(args: dict[str, Any], ctx: ToolContext) -> tuple[bool, str
         return False, "not a pull request this run opened"
     if not pull.get("gates_passed"):
         return False, "the verification gates have not passed"
+    flags = pull.get("flags")
+    if not isinstance(flags, list):
+        return False, "no record of the gates' flags for this pull request: a person decides"
+    if flags:
+        return False, f"flagged for a person by the gates (trust phase 4 falls back to 3): {'; '.join(str(f)[:200] for f in flags[:5])}"
     lines = int(pull.get("changed_lines") or 0)
     if lines > policy.low_risk_max_changed_lines:
         return False, f"{lines} changed lines exceed the low-risk limit of {policy.low_risk_max_changed_lines}"
@@ -636,15 +793,14 @@ def merge_pull_request(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
 def submit_report(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     from agentops.redaction import contains_secret
     from agentops.runs.models import StepKind
-    from agentops.runs.steps import step_record
 
     patch = ""
     if (ctx.agent.config or {}).get("repository"):
         patch = _sandbox(ctx).diff()
     text = f"{args['root_cause']}\n{args.get('summary', '')}"
     secret = contains_secret(patch) or contains_secret(text)
-    step_record(run=ctx.run, kind=StepKind.GATE, payload={"gate": "secrets", "passed": not secret,
-                                                          "detail": "a secret in the report or patch" if secret else "no secret in the report or patch"})
+    ctx.record_step(StepKind.GATE, {"gate": "secrets", "passed": not secret,
+                                    "detail": "a secret in the report or patch" if secret else "no secret in the report or patch"})
     if secret:
         raise ToolError("the report or the patch contains a secret; remove it and submit again")
     report = {"root_cause": args["root_cause"], "summary": args.get("summary", ""), "confidence": args.get("confidence", "")}

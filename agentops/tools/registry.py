@@ -44,6 +44,15 @@ class ToolContext:
     # Streams partial output (e.g. a test run) into the trace while the tool runs.
     emit: Callable[[str], None]
     services: dict[str, Any] = field(default_factory=dict)  # sandbox, forge, ... created lazily by the controller
+    # The worker holding the run's lease. Every step a tool writes carries it: a worker presumed dead
+    # but still inside a tool (a gate's test run) cannot write after another worker took the run over.
+    lease_owner: str | None = None
+
+    def record_step(self, kind: str, payload: dict[str, Any]) -> Any:
+        """Write a step of the run (a gate's verdict) under the lease; raises LeaseLost without it."""
+        from agentops.runs.steps import step_record  # the runs app imports the registry: a real cycle
+
+        return step_record(run=self.run, kind=kind, payload=payload, lease_owner=self.lease_owner)
 
 
 Executor = Callable[[dict[str, Any], ToolContext], ToolResult]

@@ -6,8 +6,10 @@ gzip bomb stops at the limit), and an event is stored in one transaction or not 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import re
 import threading
 import uuid
@@ -20,12 +22,15 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from agentops.redaction import redact
+from agentops.redaction import redact, redact_text
 from agentops.triggers.models import ErrorCount, ErrorEvent, ErrorGroup, ErrorProject
 
 MAX_BODY_BYTES = 1024 * 1024  # compressed and decompressed alike
 RAW_CAP_BYTES = 64 * 1024
 MAX_FRAMES = 100
+# Deeper parts of an event are replaced by a marker: no SDK nests this deep, and every later pass
+# (redaction, serialisation, the database's JSON) stays far from any recursion limit.
+MAX_DEPTH = 32
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "fatal": 50, "critical": 50}
 
 
@@ -83,11 +88,55 @@ def read_body(request: Any, *, limit: int = MAX_BODY_BYTES) -> bytes:
     return body
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # 1e999 parses to inf: no database stores it in JSON, and no client meant it.
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+# NUL cannot be stored in a PostgreSQL text or jsonb value; a surrogate without its pair cannot be
+# encoded at all. Both become U+FFFD, the character that says "something unreadable was here".
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+DEPTH_MARKER = "[nested too deeply]"
+
+
+def clean_text(text: str) -> str:
+    return _UNSTORABLE.sub("\ufffd", text) if _UNSTORABLE.search(text) else text
+
+
+def sanitize(value: Any, depth: int = 0) -> Any:
+    """A copy of parsed JSON that every database can store: unstorable characters replaced in keys
+    and strings, parts deeper than MAX_DEPTH replaced by a marker."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            return DEPTH_MARKER
+        return {clean_text(str(k)): sanitize(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            return DEPTH_MARKER
+        return [sanitize(v, depth + 1) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def parse_json(data: bytes, what: str = "body") -> Any:
+    """Strict JSON (no NaN/Infinity, finite numbers, bounded nesting), sanitised for storage."""
     try:
-        return json.loads(data.decode("utf-8"))
+        parsed = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise IngestError(400, f"{what} is nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise IngestError(400, f"{what} is not valid JSON: {exc}") from None
+        raise IngestError(400, f"{what} is not valid JSON: {clean_text(str(exc))[:200]}") from None
+    return sanitize(parsed)
 
 
 def parse_envelope(data: bytes) -> list[dict[str, Any]]:
@@ -187,8 +236,9 @@ def _timestamp(value: Any) -> datetime | None:
         if isinstance(value, (int, float)):
             return datetime.fromtimestamp(float(value), tz=UTC)
         if isinstance(value, str) and value:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            parsed = datetime.fromisoformat(value[:64].replace("Z", "+00:00"))
+            # Year 1 at +01:00 is before year 1 in UTC: convert here, where that overflow is caught.
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError, OSError):
         return None
     return None
@@ -270,8 +320,8 @@ def _message(event: dict[str, Any]) -> str:
     return ""
 
 
-def _capped_raw(event: dict[str, Any]) -> dict[str, Any]:
-    raw = redact(event)
+def _capped_raw(redacted: dict[str, Any]) -> dict[str, Any]:
+    raw = dict(redacted)
     if len(json.dumps(raw, default=str)) <= RAW_CAP_BYTES:
         return raw
     for bulky in ("breadcrumbs", "modules", "extra", "contexts", "debug_meta", "request", "spans"):
@@ -294,12 +344,14 @@ def normalize_event(event: Any) -> NormalizedEvent:
     if level not in LEVELS:
         raise IngestError(400, f"unknown level {level!r}")
     level = {"warn": "warning", "critical": "fatal"}.get(level, level)
-    exceptions = redact(_exceptions(event))
+    # Redacted once, before anything is cut from it: a secret truncated first might no longer match.
+    event = redact(event)
+    exceptions = _exceptions(event)
     last = exceptions[-1] if exceptions else {}
     fingerprint = event.get("fingerprint")
     if fingerprint is not None and not (isinstance(fingerprint, list) and all(isinstance(p, (str, int, float)) for p in fingerprint)):
         raise IngestError(400, "fingerprint must be a list of strings")
-    message = redact(_message(event))
+    message = _message(event)
     if not exceptions and not message:
         raise IngestError(400, "an event needs an exception or a message")
     return NormalizedEvent(
@@ -365,10 +417,52 @@ sqlite_lock = threading.RLock()
 
 
 @dataclass
+class GroupSnapshot:
+    """What the trigger decision needs about a group and its last run, read in the same statement
+    that counted the event (PostgreSQL) or right after it (SQLite)."""
+
+    group_id: int
+    count: int
+    count_at_last_run: int
+    regressed_at: datetime | None
+    last_run_id: int | None
+    run_status: str | None = None
+    run_created_at: datetime | None = None
+    run_started_at: datetime | None = None
+    run_finished_at: datetime | None = None
+    run_lease_expires_at: datetime | None = None
+    run_model_calls: int = 0
+    run_status_reason: str = ""
+    run_trigger_id: int | None = None
+    fix_pr_number: int | None = None
+    fix_merged_at: datetime | None = None
+
+
+@dataclass
 class Stored:
-    event: ErrorEvent | None  # None for a duplicate event_id
-    group: ErrorGroup
+    event_pk: int | None  # None for a duplicate event_id
+    group_id: int | None
     duplicate: bool
+    snapshot: GroupSnapshot | None = None
+    normalized: NormalizedEvent | None = None
+    received_at: datetime | None = None
+
+    @property
+    def group(self) -> ErrorGroup:
+        if not hasattr(self, "_group"):
+            group_id = self.group_id
+            if group_id is None and self.normalized is not None:
+                group_id = ErrorEvent.objects.filter(event_id=self.normalized.event_id).values_list("group_id", flat=True).first()
+            self._group = ErrorGroup.objects.select_related("project").get(pk=group_id)
+        return self._group
+
+    @property
+    def event(self) -> ErrorEvent | None:
+        if self.event_pk is None:
+            return None
+        if not hasattr(self, "_event"):
+            self._event = ErrorEvent.objects.get(pk=self.event_pk)
+        return self._event
 
 
 def _hour(moment: datetime) -> datetime:
@@ -384,15 +478,149 @@ def store_events(*, project: ErrorProject, events: list[NormalizedEvent], source
 
 
 def _store_events(*, project: ErrorProject, events: list[NormalizedEvent], source: str) -> list[Stored]:
-    stored: list[Stored] = []
+    store_one = _store_one_pg if connection.vendor == "postgresql" else _store_one_orm
+    if len(events) == 1:
+        # One statement on PostgreSQL is atomic on its own: no BEGIN/COMMIT round trips.
+        with contextlib.nullcontext() if connection.vendor == "postgresql" else transaction.atomic():
+            return [store_one(project=project, event=events[0], source=source)]
+    # Several events lock several groups: take them in one order, so that two batches never deadlock.
+    order = sorted(range(len(events)), key=lambda i: fingerprint_of(events[i]))
+    stored: dict[int, Stored] = {}
     with transaction.atomic():
-        for event in events:
-            stored.append(_store_one(project=project, event=event, source=source))
-    return stored
+        for i in order:
+            stored[i] = store_one(project=project, event=events[i], source=source)
+    return [stored[i] for i in range(len(events))]
 
 
-def _store_one(*, project: ErrorProject, event: NormalizedEvent, source: str) -> Stored:
+_LEVEL_RANK_SQL = "CASE eg.level " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in LEVELS.items()) + " ELSE 0 END"
+
+# One statement per event: skip a known event_id, create or count the group (worse levels win),
+# insert the event, bump the hour, and return the group with its last run and that run's merged fix.
+_STORE_SQL = f"""
+WITH dup AS (
+    SELECT 1 FROM triggers_errorevent WHERE event_id = %(event_id)s::varchar
+), g AS (
+    INSERT INTO triggers_errorgroup AS eg
+        (project_id, fingerprint, title, culprit, level, exception_type, first_seen, last_seen, count, tags, count_at_last_run)
+    SELECT %(project_id)s::bigint, %(fingerprint)s::varchar, %(title)s::varchar, %(culprit)s::varchar, %(level)s::varchar,
+           %(exception_type)s::varchar, %(now)s::timestamptz, %(now)s::timestamptz, 1, %(tags)s::jsonb, 0
+    WHERE NOT EXISTS (SELECT 1 FROM dup)
+    ON CONFLICT (project_id, fingerprint) DO UPDATE SET
+        count = eg.count + 1,
+        last_seen = EXCLUDED.last_seen,
+        tags = EXCLUDED.tags,
+        level = CASE WHEN %(rank)s::int > {_LEVEL_RANK_SQL} THEN EXCLUDED.level ELSE eg.level END
+    RETURNING eg.id, eg.count, eg.count_at_last_run, eg.regressed_at, eg.last_run_id
+), e AS (
+    INSERT INTO triggers_errorevent
+        (project_id, group_id, event_id, received_at, timestamp, level, message, exception_type, exception_value,
+         stacktrace, tags, environment, release, platform, source, raw)
+    SELECT %(project_id)s::bigint, g.id, %(event_id)s::varchar, %(now)s::timestamptz, %(timestamp)s::timestamptz,
+           %(level)s::varchar, %(message)s::text, %(exception_type_full)s::varchar, %(exception_value)s::text,
+           %(stacktrace)s::jsonb, %(tags)s::jsonb, %(environment)s::varchar, %(release)s::varchar, %(platform)s::varchar,
+           %(source)s::varchar, %(raw)s::jsonb
+    FROM g
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING id
+), h AS (
+    INSERT INTO triggers_errorcount AS ec (group_id, hour, count)
+    SELECT g.id, %(hour)s::timestamptz, 1 FROM g
+    ON CONFLICT (group_id, hour) DO UPDATE SET count = ec.count + 1
+)
+SELECT g.id, g.count, g.count_at_last_run, g.regressed_at, g.last_run_id, (SELECT id FROM e),
+       r.status, r.created_at, r.started_at, r.finished_at, r.lease_expires_at, r.model_calls, r.status_reason, r.trigger_id,
+       pr.number, pr.merged_at
+FROM g
+LEFT JOIN runs_run r ON r.id = g.last_run_id
+LEFT JOIN LATERAL (
+    SELECT p.number, p.merged_at FROM forges_pullrequest p
+    WHERE p.run_id = g.last_run_id AND p.merged_at IS NOT NULL ORDER BY p.merged_at LIMIT 1
+) pr ON TRUE
+"""
+
+# A concurrent request stored the same event_id between our check and our insert: undo our count.
+_UNCOUNT_SQL = """
+WITH g AS (UPDATE triggers_errorgroup SET count = count - 1 WHERE id = %(group_id)s RETURNING id)
+UPDATE triggers_errorcount SET count = count - 1 WHERE group_id = %(group_id)s AND hour = %(hour)s
+"""
+
+
+def _store_one_pg(*, project: ErrorProject, event: NormalizedEvent, source: str) -> Stored:
+    """Hand-written SQL skips the redacting model fields (agentops/fields.py): every value here
+    comes from the event that normalize_event redacted as a whole, and the strings built from
+    several parts are redacted again."""
     now = timezone.now()
+    params = {
+        "event_id": event.event_id,
+        "project_id": project.pk,
+        "fingerprint": fingerprint_of(event),
+        "title": redact_text(event.title)[:500],
+        "culprit": redact_text(culprit_of(event))[:500],
+        "level": event.level,
+        "rank": LEVELS[event.level],
+        "exception_type": event.exception_type[:200],
+        "exception_type_full": event.exception_type[:200],
+        "now": now,
+        "hour": _hour(now),
+        "tags": json.dumps(event.tags),
+        "timestamp": event.timestamp,
+        "message": event.message,
+        "exception_value": event.exception_value,
+        "stacktrace": json.dumps(event.stacktrace),
+        "environment": event.environment,
+        "release": event.release,
+        "platform": event.platform,
+        "source": source,
+        "raw": json.dumps(event.raw, default=str),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_STORE_SQL, params)
+        row = cursor.fetchone()
+        if row is None:
+            return Stored(event_pk=None, group_id=None, duplicate=True, normalized=event, received_at=now)
+        if row[5] is None:
+            cursor.execute(_UNCOUNT_SQL, {"group_id": row[0], "hour": params["hour"]})
+            return Stored(event_pk=None, group_id=row[0], duplicate=True, normalized=event, received_at=now)
+    snapshot = GroupSnapshot(
+        group_id=row[0], count=row[1], count_at_last_run=row[2], regressed_at=row[3], last_run_id=row[4],
+        run_status=row[6], run_created_at=row[7], run_started_at=row[8], run_finished_at=row[9],
+        run_lease_expires_at=row[10], run_model_calls=row[11] or 0, run_status_reason=row[12] or "",
+        run_trigger_id=row[13], fix_pr_number=row[14], fix_merged_at=row[15],
+    )
+    return Stored(event_pk=row[5], group_id=row[0], duplicate=False, snapshot=snapshot, normalized=event, received_at=now)
+
+
+def group_snapshot(group_id: int) -> GroupSnapshot:
+    """The same snapshot as the ingest statement returns, read through the ORM (SQLite, the error page)."""
+    from agentops.forges.models import PullRequest
+    from agentops.runs.models import Run
+
+    group = ErrorGroup.objects.values("pk", "count", "count_at_last_run", "regressed_at", "last_run_id").get(pk=group_id)
+    snapshot = GroupSnapshot(group_id=group["pk"], count=group["count"], count_at_last_run=group["count_at_last_run"],
+                             regressed_at=group["regressed_at"], last_run_id=group["last_run_id"])
+    if snapshot.last_run_id is not None:
+        run = Run.objects.filter(pk=snapshot.last_run_id).values(
+            "status", "created_at", "started_at", "finished_at", "lease_expires_at", "model_calls", "status_reason", "trigger_id"
+        ).first()
+        if run:
+            snapshot.run_status = run["status"]
+            snapshot.run_created_at = run["created_at"]
+            snapshot.run_started_at = run["started_at"]
+            snapshot.run_finished_at = run["finished_at"]
+            snapshot.run_lease_expires_at = run["lease_expires_at"]
+            snapshot.run_model_calls = run["model_calls"]
+            snapshot.run_status_reason = run["status_reason"]
+            snapshot.run_trigger_id = run["trigger_id"]
+            fix = PullRequest.objects.filter(run_id=snapshot.last_run_id, merged_at__isnull=False).order_by("merged_at").values("number", "merged_at").first()
+            if fix:
+                snapshot.fix_pr_number, snapshot.fix_merged_at = fix["number"], fix["merged_at"]
+    return snapshot
+
+
+def _store_one_orm(*, project: ErrorProject, event: NormalizedEvent, source: str) -> Stored:
+    now = timezone.now()
+    if ErrorEvent.objects.filter(event_id=event.event_id).exists():
+        return Stored(event_pk=None, group_id=None, duplicate=True, normalized=event, received_at=now)
     fingerprint = fingerprint_of(event)
     group, created = ErrorGroup.objects.get_or_create(
         project=project,
@@ -431,7 +659,7 @@ def _store_one(*, project: ErrorProject, event: NormalizedEvent, source: str) ->
     except IntegrityError:
         # The same event_id again (an SDK retry): accepted, not counted twice.
         if ErrorEvent.objects.filter(event_id=event.event_id).exists():
-            return Stored(event=None, group=group, duplicate=True)
+            return Stored(event_pk=None, group_id=group.pk, duplicate=True, normalized=event, received_at=now)
         raise
     # Worse levels win: a group that once was fatal stays fatal.
     updates: dict[str, Any] = {"count": F("count") + 1, "last_seen": now, "tags": event.tags}
@@ -445,8 +673,7 @@ def _store_one(*, project: ErrorProject, event: NormalizedEvent, source: str) ->
                 ErrorCount.objects.create(group=group, hour=hour, count=1)
         except IntegrityError:
             ErrorCount.objects.filter(group=group, hour=hour).update(count=F("count") + 1)
-    group.refresh_from_db()
-    return Stored(event=row, group=group, duplicate=False)
+    return Stored(event_pk=row.pk, group_id=group.pk, duplicate=False, snapshot=group_snapshot(group.pk), normalized=event, received_at=now)
 
 
 def hourly_counts(group: ErrorGroup, *, hours: int = 24, now: datetime | None = None) -> list[tuple[datetime, int]]:

@@ -4,6 +4,8 @@ import secrets
 
 from django.db import models
 
+from agentops.fields import RedactedCharField, RedactedJSONField, RedactedTextField
+
 
 def new_public_key() -> str:
     return secrets.token_hex(16)
@@ -40,16 +42,20 @@ class ErrorGroup(models.Model):
 
     project = models.ForeignKey(ErrorProject, on_delete=models.CASCADE, related_name="groups")
     fingerprint = models.CharField(max_length=64)
-    title = models.CharField(max_length=500)
-    culprit = models.CharField(max_length=500, blank=True)
+    title = RedactedCharField(max_length=500)
+    culprit = RedactedCharField(max_length=500, blank=True)
     level = models.CharField(max_length=20, default="error")
-    exception_type = models.CharField(max_length=200, blank=True)
+    exception_type = RedactedCharField(max_length=200, blank=True)
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
     count = models.PositiveBigIntegerField(default=0)
     # Tags of the latest event (the rules match against each event's own tags).
-    tags = models.JSONField(default=dict, blank=True)
+    tags = RedactedJSONField(default=dict, blank=True)
     last_run = models.ForeignKey("runs.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # `count` when last_run started: the events since then were counted, not turned into runs.
+    count_at_last_run = models.PositiveBigIntegerField(default=0)
+    # Set when an event after the merge of the last run's fix started a new run.
+    regressed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_seen"]
@@ -70,18 +76,18 @@ class ErrorEvent(models.Model):
     received_at = models.DateTimeField(db_index=True)
     timestamp = models.DateTimeField(null=True, blank=True)
     level = models.CharField(max_length=20, default="error")
-    message = models.TextField(blank=True)
-    exception_type = models.CharField(max_length=200, blank=True)
-    exception_value = models.TextField(blank=True)
+    message = RedactedTextField(blank=True)
+    exception_type = RedactedCharField(max_length=200, blank=True)
+    exception_value = RedactedTextField(blank=True)
     # [{"type", "value", "frames": [{"filename", "function", "lineno", "module", "in_app", "context_line", ...}]}]
-    stacktrace = models.JSONField(default=list, blank=True)
-    tags = models.JSONField(default=dict, blank=True)
-    environment = models.CharField(max_length=100, blank=True)
-    release = models.CharField(max_length=200, blank=True)
+    stacktrace = RedactedJSONField(default=list, blank=True)
+    tags = RedactedJSONField(default=dict, blank=True)
+    environment = RedactedCharField(max_length=100, blank=True)
+    release = RedactedCharField(max_length=200, blank=True)
     platform = models.CharField(max_length=50, blank=True)
     source = models.CharField(max_length=20, default="sentry")  # sentry | webhook
     # The event as received (redacted, large parts dropped beyond RAW_CAP_BYTES).
-    raw = models.JSONField(default=dict, blank=True)
+    raw = RedactedJSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-received_at", "-id"]
@@ -108,7 +114,7 @@ class TriggerRefusal(models.Model):
 
     trigger = models.ForeignKey("agents.Trigger", on_delete=models.CASCADE, related_name="refusals")
     group = models.ForeignKey(ErrorGroup, null=True, blank=True, on_delete=models.CASCADE, related_name="refusals")
-    reason = models.CharField(max_length=300)
+    reason = RedactedCharField(max_length=300)
     count = models.PositiveBigIntegerField(default=0)
     first_at = models.DateTimeField()
     last_at = models.DateTimeField()

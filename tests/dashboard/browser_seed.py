@@ -113,6 +113,11 @@ if __name__ == "__main__":
     command = sys.argv[1]
     if command == "seed":
         print(json.dumps(seed()))
+    elif command == "trace":  # the review room's realistic run and its pull request (issue 12)
+        from trace_seed import seed_pull_request, seed_trace
+
+        traced = seed_trace(Agent.objects.get(slug="debugger"))
+        print(json.dumps({"run": traced.pk, "pull_request": seed_pull_request(traced).pk}))
     elif command == "steps":
         print(json.dumps(steps(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))))
     else:

@@ -122,3 +122,39 @@ def test_every_error_names_its_path_under_the_agent():
     spec = {"name": "x", "slug": "x", "objective": "o", "model": "claude-unknown-9", "policy": {"max_cost_usd": "0"}}
     errors = agent_errors(copy.deepcopy(spec), "agents[3]")
     assert any(e.startswith("agents[3].policy.max_cost_usd:") for e in errors), errors
+
+
+# --- property: whatever a person types, a 302 with a valid configuration or a 400 with nothing written
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["-1", "0", "0.0", "NaN", "-Infinity", "1e400", "9" * 30, "\x00", "1.5", "25", ""]),
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(field=st.sampled_from(["max_tokens", "max_cost_usd", "max_tool_calls", "max_iterations", "max_wall_clock_s", "approval_timeout_s", "daily_max_runs", "daily_max_cost_usd", "model", "trust_phase"]), value=_TEXT, caps=_JSON)
+def test_any_policy_input_is_saved_valid_or_refused_with_a_400_and_nothing_written(team, agent, field, value, caps):
+    import json
+
+    before, audits = export_agent(agent), AuditEvent.objects.count()
+    try:
+        caps_text = json.dumps(caps)
+    except ValueError:
+        caps_text = "{}"
+    response = csrf_post(team.owner, "/agents/debugger/edit/", _agent_form(agent, **{field: value, "daily_action_caps": caps_text}), page="/agents/debugger/edit/")
+    assert response.status_code in (302, 400), (field, value, caps_text)
+    agent.refresh_from_db()
+    if response.status_code == 400:
+        _unchanged(agent, before, audits)
+    else:
+        assert agent_errors(export_agent(agent)) == []

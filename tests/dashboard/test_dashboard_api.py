@@ -13,7 +13,9 @@ from dashboard.services import api_token_create
 
 @pytest.fixture
 def tokens(team):
-    return {role: api_token_create(user=getattr(team, role), name=role)[1] for role in ["owner", "approver", "viewer", "outsider"]}
+    # Each with the widest scope its role may give (an outsider may give none beyond read).
+    scopes = {"owner": "admin", "approver": "operate", "viewer": "read", "outsider": "read"}
+    return {role: api_token_create(user=getattr(team, role), name=role, scope=scope)[1] for role, scope in scopes.items()}
 
 
 def call(client, method, path, token=None, body=None):
@@ -128,7 +130,7 @@ def test_a_viewer_cannot_start_a_run_through_the_api(client, tokens, agent):
 
 
 def test_starting_a_run_needs_a_known_agent_and_an_input_and_says_when_refused(client, tokens, agent):
-    assert call(client, "POST", "/api/v1/runs/", tokens["approver"], {"agent": "nope", "input": "x"}).status_code == 400
+    assert call(client, "POST", "/api/v1/runs/", tokens["approver"], {"agent": "nope", "input": "x"}).status_code == 404
     assert call(client, "POST", "/api/v1/runs/", tokens["approver"], {"agent": agent.slug, "input": " "}).status_code == 400
     call(client, "POST", "/api/v1/kill-switch/", tokens["owner"], {"engaged": True, "reason": "incident"})
     refused = call(client, "POST", "/api/v1/runs/", tokens["approver"], {"agent": agent.slug, "input": "x"})

@@ -98,7 +98,10 @@ def server(tmp_path_factory):
         out = subprocess.run([python, str(SEED), *args], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True, text=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    yield {"base": base, "seed": seeded, "run_seed": run_seed}
+    def manage(*args: str) -> None:
+        subprocess.run([python, "manage.py", *args], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True)
+
+    yield {"base": base, "seed": seeded, "run_seed": run_seed, "manage": manage}
     proc.terminate()
     try:
         proc.wait(timeout=10)
@@ -119,10 +122,28 @@ def browser(server):
         browser.close()
 
 
-def sign_in(browser, server, username: str, *, shot: str | None = None):
+# Every message the browser logs about the Content-Security-Policy (a blocked inline script or
+# style, a refused websocket): each test must leave this empty.
+CSP_VIOLATIONS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_csp_violation():
+    CSP_VIOLATIONS.clear()
+    yield
+    assert CSP_VIOLATIONS == []
+
+
+def new_page(browser):
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     context.set_default_timeout(15_000)
     page = context.new_page()
+    page.on("console", lambda msg: CSP_VIOLATIONS.append(f"{page.url}: {msg.text}") if "Content Security Policy" in msg.text else None)
+    return page
+
+
+def sign_in(browser, server, username: str, *, shot: str | None = None):
+    page = new_page(browser)
     page.goto(server["base"] + "/login/")
     if shot:
         screenshot(page, shot)
@@ -187,13 +208,16 @@ def test_an_admin_changes_an_agents_trust_phase(browser, server):
     page.goto(server["base"] + "/agents/debugger/edit/")
     screenshot(page, "07-agent-edit")
     page.select_option("#id_trust_phase", "3")
+    # Raising the trust phase asks why and for a confirmation (issue 12).
+    page.fill("#id_trust_reason", "a month of drafts merged unchanged")
+    page.check("#id_trust_confirm")
     page.click("text=Save agent and policy")
     page.wait_for_url(server["base"] + "/agents/debugger/")
     assert "3 · ready pull request" in page.locator(".kv").first.inner_text()
     screenshot(page, "08-agent-detail")
     page.goto(server["base"] + "/agents/debugger/edit/")
-    page.fill("#id_new-scope", '{"domains": ["example.com"]}')
-    page.select_option("#id_new-tool", "send_email")
+    # A scope is edited as chips and fields; one the tool refuses is shown beside the grant.
+    page.select_option("#id_new-tool", "git_commit")
     page.click("text=Add grant")
     assert page.locator("#grants .field-error").first.is_visible()
     screenshot(page, "09-grant-scope-error")
@@ -237,3 +261,46 @@ def test_every_other_page_renders(browser, server):
         assert response.status == 200, path
         screenshot(page, name)
     page.context.close()
+
+
+def test_a_person_creates_a_scoped_token_and_sees_it_once(browser, server):
+    page = sign_in(browser, server, "bob")
+    page.goto(server["base"] + "/tokens/")
+    assert page.locator("#id_expires_in_days").input_value() == "90"
+    assert page.locator("#id_scope option[value=admin]").count() == 0
+    page.fill("#id_name", "chatops bot")
+    page.select_option("#id_scope", "operate")
+    page.click(".token-form button[type=submit]")
+    token = page.locator("#new-token").inner_text()
+    assert token.startswith("aop_")
+    assert "operate" in page.locator("table.list").inner_text()
+    screenshot(page, "25-tokens-created")
+    page.goto(server["base"] + "/tokens/")
+    assert page.locator("#new-token").count() == 0 and token not in page.content()
+    page.context.close()
+
+
+def test_sign_in_locks_after_five_failures_even_with_the_right_password(browser, server):
+    try:
+        for _ in range(5):
+            page = new_page(browser)
+            page.goto(server["base"] + "/login/")
+            page.fill("#id_username", "carol")
+            page.fill("#id_password", "not the password")
+            page.click("button[type=submit]")
+            page.wait_for_selector("form .errors, #locked-out")
+            page.context.close()
+        # A fresh browser with the right password is refused while the lock lasts.
+        page = new_page(browser)
+        page.goto(server["base"] + "/login/")
+        page.fill("#id_username", "carol")
+        page.fill("#id_password", server["seed"]["password"])
+        page.click("button[type=submit]")
+        page.wait_for_selector("#locked-out")
+        assert "Sign-in locked" in page.locator("h1").inner_text()
+        assert page.url.endswith("/login/")
+        screenshot(page, "24-login-locked-out")
+        page.context.close()
+    finally:
+        # The lock also holds this address: lift it so later tests can sign in.
+        server["manage"]("axes_reset")

@@ -97,7 +97,7 @@ def test_the_list_shows_each_problem_with_its_sparkline_and_its_run(team, agent,
         assert text in body, text
     spark = body.split('class="spark"', 1)[1].split("</span></span>", 1)[0]
     assert spark.count("<span ") == 24
-    assert "height: 100.0%" in spark and 'title="' in spark  # this hour's two events are the peak
+    assert 'class="h-100"' in spark and 'title="' in spark  # this hour's two events are the peak
     assert ": 2\"" in spark
 
 
@@ -108,7 +108,7 @@ def test_the_sparkline_counts_the_last_24_hours_only(team, group):
     body = client_for(team.viewer).get("/errors/").content.decode()
     spark = body.split('class="spark"', 1)[1].split("</span></span>", 1)[0]
     assert ": 8\"" in spark and ": 500\"" not in spark
-    assert "height: 25.0%" in spark  # 2 of the peak 8
+    assert 'class="h-25"' in spark  # 2 of the peak 8
 
 
 def test_the_list_filters_by_project(team, group):
@@ -190,3 +190,68 @@ def test_runs_of_other_groups_do_not_leak_into_a_group(team, agent, project):
     assert f'href="/runs/{run.pk}/"' not in client_for(team.viewer).get(f"/errors/{first.pk}/").content.decode()
     assert f'href="/runs/{run.pk}/"' in client_for(team.viewer).get(f"/errors/{second.pk}/").content.decode()
     assert Run.objects.filter(fingerprint=f"error:{second.pk}").count() == 1
+
+
+# --- fix attempts: what the next event does, and a person's retry ------------------------------------
+
+
+def _error_trigger(agent) -> Trigger:
+    return Trigger.objects.create(agent=agent, name="errors", kind=TriggerKind.ERROR, rules={"project": "checkout", "cooldown_s": 3600})
+
+
+def test_the_error_page_says_which_run_is_active(team, agent, group):
+    run = make_run(agent, status=RunStatus.RUNNING, fingerprint=group.run_fingerprint)
+    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() + timedelta(seconds=30))
+    ErrorGroup.objects.filter(pk=group.pk).update(last_run=run, count_at_last_run=1)
+    body = client_for(team.viewer).get(f"/errors/{group.pk}/").content.decode()
+    assert f"run #{run.pk} active" in body
+    assert "1 event counted since the last run started" in body
+    assert "Retry now" not in body
+
+
+def test_the_error_page_shows_the_cooldown_and_offers_a_retry(team, agent, group):
+    trigger = _error_trigger(agent)
+    run = make_run(agent, status=RunStatus.SUCCEEDED, fingerprint=group.run_fingerprint)
+    Run.objects.filter(pk=run.pk).update(trigger=trigger, finished_at=timezone.now(), model_calls=3)
+    ErrorGroup.objects.filter(pk=group.pk).update(last_run=run)
+    body = client_for(team.approver).get(f"/errors/{group.pk}/").content.decode()
+    assert "waiting: cooldown until " in body and "Retry now" in body
+    # Viewers read the state but get no button (and the view refuses them, below).
+    assert "Retry now" not in client_for(team.viewer).get(f"/errors/{group.pk}/").content.decode()
+
+
+def test_the_error_page_shows_a_merged_fix(team, agent, group):
+    from agentops.forges.models import PullRequest, PullRequestStatus
+
+    run = make_run(agent, status=RunStatus.SUCCEEDED, fingerprint=group.run_fingerprint)
+    Run.objects.filter(pk=run.pk).update(finished_at=timezone.now(), model_calls=3)
+    PullRequest.objects.create(repo="checkout-service", number=3, title="fix", branch="agent/fix", base="main", run=run,
+                               status=PullRequestStatus.MERGED, merged_at=timezone.now() + timedelta(minutes=1))
+    ErrorGroup.objects.filter(pk=group.pk).update(last_run=run)
+    body = client_for(team.viewer).get(f"/errors/{group.pk}/").content.decode()
+    assert "fix merged in PR #3; will retry on regression" in body
+
+
+def test_a_retry_starts_a_run_and_is_audited(team, agent, group):
+    from agentops.audit.models import AuditEvent
+
+    trigger = _error_trigger(agent)
+    run = make_run(agent, status=RunStatus.FAILED, fingerprint=group.run_fingerprint)
+    Run.objects.filter(pk=run.pk).update(trigger=trigger, finished_at=timezone.now(), model_calls=3)
+    ErrorGroup.objects.filter(pk=group.pk).update(last_run=run)
+    response = client_for(team.approver).post(f"/errors/{group.pk}/retry/")
+    fresh = Run.objects.filter(fingerprint=group.run_fingerprint).exclude(pk=run.pk).get()
+    assert response.status_code == 302 and response["Location"] == f"/runs/{fresh.pk}/"
+    assert AuditEvent.objects.filter(action="error_group.retry", actor=team.approver).count() == 1
+    # A second retry while that run is active is refused, and says why.
+    response = client_for(team.approver).post(f"/errors/{group.pk}/retry/", follow=True)
+    assert "still working on this problem" in response.content.decode()
+    assert Run.objects.filter(fingerprint=group.run_fingerprint).count() == 2
+
+
+@pytest.mark.parametrize("who", ["viewer", "outsider"])
+def test_a_retry_needs_the_right_to_start_runs(team, agent, group, who):
+    _error_trigger(agent)
+    assert client_for(getattr(team, who)).post(f"/errors/{group.pk}/retry/").status_code == 403
+    assert client_for(team.approver).get(f"/errors/{group.pk}/retry/").status_code == 405
+    assert Run.objects.count() == 0

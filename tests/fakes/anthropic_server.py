@@ -9,12 +9,19 @@ request is recorded so tests can assert what the SDK actually sent.
         client = anthropic.Anthropic(api_key="k", base_url=fake.base_url, max_retries=0)
         ...
         assert fake.requests[0].headers["x-api-key"] == "k"
+
+With ``strict=True`` it also plays the real API's request validation (``api_violations``): a request the
+real API would refuse (an unknown block echoed back, a tool-use id that is not an id or is reused, a
+tool_use without its tool_result) gets a 400 and lands in ``fake.rejected``. The adversarial suite
+(tests/adversarial) uses it to play a hostile model: scripted malformed blocks, odd ids, impossible
+usage, ``stop_reason="max_tokens"``, errors, delays.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -32,6 +39,8 @@ __all__ = [
     "malformed_json",
     "missing_content",
     "raw",
+    "api_violations",
+    "KNOWN_BLOCK_TYPES",
 ]
 
 _ERROR_TYPES = {
@@ -130,6 +139,87 @@ def missing_content() -> dict:
     return spec
 
 
+# -- what the real API refuses ------------------------------------------------------------------
+# The block types the Messages API accepts back in a request (assistant and user turns). Anything else
+# (a block type a hostile or newer model invented) is a 400 from the real API.
+KNOWN_BLOCK_TYPES = frozenset({
+    "text", "image", "document", "search_result", "tool_use", "tool_result", "thinking", "redacted_thinking",
+    "server_tool_use", "web_search_tool_result", "web_fetch_tool_result", "code_execution_tool_result",
+    "bash_code_execution_tool_result", "text_editor_code_execution_tool_result", "mcp_tool_use", "mcp_tool_result",
+    "container_upload",
+})
+_TOOL_USE_ID = re.compile(r"^[a-zA-Z0-9_-]{1,200}$")
+
+
+def api_violations(body: Any) -> list[str]:
+    """Why the real Messages API would answer this request body with 400 (empty: it would accept it).
+
+    Covers what a controller replaying model output can get wrong: unknown block types echoed back,
+    tool_use ids that are not ids, ids reused, tool_use without its tool_result right after, results
+    for calls that were never made, and non-object tool inputs."""
+    if not isinstance(body, dict):
+        return ["the body is not a JSON object"]
+    problems: list[str] = []
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return ["messages: a non-empty list is required"]
+    seen_ids: set[str] = set()
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
+            problems.append(f"messages.{i}: role must be user or assistant")
+            continue
+        content = msg.get("content")
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            problems.append(f"messages.{i}.content: a string or a list of blocks is required")
+            continue
+        if not content and not (msg["role"] == "assistant" and i == len(messages) - 1):
+            problems.append(f"messages.{i}.content: empty")
+        uses: list[str] = []
+        for j, block in enumerate(content):
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind not in KNOWN_BLOCK_TYPES:
+                problems.append(f"messages.{i}.content.{j}: unknown block type {kind!r}")
+                continue
+            if kind == "tool_use":
+                if msg["role"] != "assistant":
+                    problems.append(f"messages.{i}.content.{j}: tool_use in a user turn")
+                tid = block.get("id")
+                if not isinstance(tid, str) or not _TOOL_USE_ID.match(tid):
+                    problems.append(f"messages.{i}.content.{j}.id: does not match ^[a-zA-Z0-9_-]+$ (length {len(str(tid))})")
+                elif tid in seen_ids:
+                    problems.append(f"messages.{i}.content.{j}.id: tool_use ids must be unique ({tid})")
+                else:
+                    seen_ids.add(tid)
+                    uses.append(tid)
+                if not isinstance(block.get("input"), dict):
+                    problems.append(f"messages.{i}.content.{j}.input: an object is required")
+                if not isinstance(block.get("name"), str) or not re.match(r"^[a-zA-Z0-9_-]{1,128}$", block.get("name") or ""):
+                    problems.append(f"messages.{i}.content.{j}.name: not a tool name")
+            if kind == "text" and not isinstance(block.get("text"), str):
+                problems.append(f"messages.{i}.content.{j}.text: a string is required")
+        if uses:
+            following = messages[i + 1] if i + 1 < len(messages) else None
+            answered: list[str] = []
+            if following is not None and isinstance(following.get("content"), list):
+                answered = [b.get("tool_use_id") for b in following["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
+            missing = [u for u in uses if u not in answered]
+            if following is not None and missing:
+                problems.append(f"messages.{i}: tool_use ids without tool_result blocks immediately after: {missing}")
+        if msg["role"] == "user" and i > 0:
+            previous = messages[i - 1]
+            asked = set()
+            if isinstance(previous.get("content"), list):
+                asked = {b.get("id") for b in previous["content"] if isinstance(b, dict) and b.get("type") == "tool_use"}
+            for j, block in enumerate(content):
+                if isinstance(block, dict) and block.get("type") == "tool_result" and block.get("tool_use_id") not in asked:
+                    problems.append(f"messages.{i}.content.{j}: tool_result for unknown tool_use_id {str(block.get('tool_use_id'))[:60]!r}")
+    if messages[0].get("role") != "user":
+        problems.append("messages.0: the first message must be a user turn")
+    return problems
+
+
 # -- the server ----------------------------------------------------------------------------------
 
 
@@ -156,12 +246,18 @@ class FakeAnthropic:
         responses: Iterable[dict] = (),
         *,
         handler: Callable[[dict], dict] | None = None,
+        strict: bool = False,
     ) -> None:
         """``responses`` are served in order; once they run out, ``handler(request_json)`` answers
         (it may return a response spec or a bare Messages body). With neither, the server answers
-        400 so a test that makes an unexpected call fails loudly instead of hanging or retrying."""
+        400 so a test that makes an unexpected call fails loudly instead of hanging or retrying.
+
+        ``strict``: check each request the way the real API does (``api_violations``) and answer one
+        it would refuse with its 400, recording why in ``rejected`` (the scripted response is not used)."""
         self._queue: deque[dict] = deque(responses)
         self.handler = handler
+        self.strict = strict
+        self.rejected: list[list[str]] = []
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -234,9 +330,14 @@ class FakeAnthropic:
         except ValueError:
             body = text
         record = RecordedRequest(h.command, h.path, {k.lower(): v for k, v in h.headers.items()}, body)
+        violations = api_violations(body) if self.strict and h.path.split("?")[0] == "/v1/messages" else []
         with self._lock:
             self.requests.append(record)
-            spec = self._queue.popleft() if self._queue else None
+            if violations:
+                self.rejected.append(violations)
+                spec = error(400, "; ".join(violations)[:1000])
+            else:
+                spec = self._queue.popleft() if self._queue else None
         if spec is None:
             if h.path.split("?")[0] != "/v1/messages":
                 spec = error(404, f"FakeAnthropic serves /v1/messages only, not {h.path}")

@@ -375,3 +375,18 @@ def test_the_fake_server_handler_answers_dynamically():
         turn = ask(p, messages=[*MESSAGES, {"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}])
     assert turn.text == "saw 3 messages"
     assert turn.input_tokens == 3
+
+
+def test_negative_or_non_numeric_usage_is_reported_on_the_turn_not_raised():
+    bad = message("hi", input_tokens=-5)
+    bad["body"]["usage"]["output_tokens"] = "many"
+    with FakeAnthropic([bad]) as fake:
+        turn = ask(planner(fake))
+    assert turn.input_tokens == 0 and turn.output_tokens == 0 and turn.cost_usd == Decimal("0")
+    assert any("input_tokens" in p for p in turn.usage_problems) and any("output_tokens" in p for p in turn.usage_problems)
+
+
+def test_a_tool_use_with_an_overlong_id_reaches_the_controller_as_data():
+    with FakeAnthropic([message("x", [tool_use("read_file", {"path": "a"}, id="t" * 400)])]) as fake:
+        turn = ask(planner(fake))
+    assert turn.content[-1]["id"] == "t" * 400  # the controller's check refuses it, with a step

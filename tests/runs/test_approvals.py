@@ -65,7 +65,8 @@ def test_a_rejection_goes_back_to_the_model_with_its_comment(waiting_run, approv
     approval_decide(approval=Approval.objects.get(run=run), actor=approver, approve=False, comment="wrong supplier")
     execute_run(run.pk)
     run.refresh_from_db()
-    assert run.status == "succeeded"
+    # Nothing was achieved: the run says a person rejected its action, not "succeeded".
+    assert run.status == "rejected" and run.outcome == "rejected" and run.refused_calls == 1
     observation = run.steps.filter(kind=StepKind.OBSERVATION).last().payload
     assert observation["is_error"] and "wrong supplier" in observation["output"] and "ada" in observation["output"]
     assert not ledger.exists()
@@ -93,7 +94,7 @@ def test_it_rejects_an_expired_approval_and_the_late_click_loses(waiting_run, ap
     assert Approval.objects.get(run=run).status == ApprovalStatus.EXPIRED
     execute_run(run.pk)
     run.refresh_from_db()
-    assert run.status == "succeeded" and not ledger.exists()
+    assert run.status == "failed" and run.outcome == "refused" and not ledger.exists()
     assert "Expired" in run.steps.filter(kind=StepKind.OBSERVATION).last().payload["output"]
 
 
@@ -146,5 +147,7 @@ def test_concurrent_decisions_produce_exactly_one_decision_and_one_execution(mak
     for t in runners:
         t.join()
     run.refresh_from_db()
-    assert run.status == "succeeded"
-    assert len(lines(ledger)) == (1 if Approval.objects.get(pk=approval.pk).status == "approved" else 0)
+    approved = Approval.objects.get(pk=approval.pk).status == "approved"
+    # Paid once, or (rejected) nothing achieved and the run says a person said no.
+    assert (run.status, run.outcome) == (("succeeded", "acted") if approved else ("rejected", "rejected"))
+    assert len(lines(ledger)) == (1 if approved else 0)

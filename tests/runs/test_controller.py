@@ -31,7 +31,8 @@ def observations(run: Run) -> list[dict]:
 def test_it_runs_an_agent_to_success_recording_every_step_in_order(make_agent, start_run):
     agent = make_agent(script=[turn(call("test_echo", text="hi")), {"text": "done"}], grants={"test_echo": {}})
     run = start_run(agent)
-    assert run.status == "succeeded", run.status_reason
+    # Only a read: the agent finished, but achieved nothing, and the run says so.
+    assert run.status == "failed" and run.outcome == "no_change", run.status_reason
     assert step_kinds(run) == ["input", "model_call", "tool_call", "observation", "model_call", "status"]
     assert list(run.steps.values_list("seq", flat=True)) == [1, 2, 3, 4, 5, 6]
     assert run.iterations == 2 and run.tool_calls == 1
@@ -50,7 +51,8 @@ def test_it_refuses_a_tool_the_agent_has_no_grant_for(make_agent, start_run, tmp
     assert [g["guard"] for g in guardrails(run)] == ["no_grant"]
     assert observations(run)[0]["is_error"] is True
     assert not ledger.exists()
-    assert run.status == "succeeded"
+    assert run.status == "failed" and run.outcome == "refused" and "1 refused" in run.outcome_detail
+    assert run.tool_calls == 1 and run.refused_calls == 1
 
 
 def test_it_refuses_an_unknown_tool(make_agent, start_run):
@@ -130,7 +132,7 @@ def test_it_records_an_alarm_once_when_a_threshold_is_crossed(make_agent, start_
     script = [turn(call("test_echo", text=str(i))) for i in range(3)] + [{"text": "done"}]
     agent = make_agent(script=script, grants={"test_echo": {}}, policy={"alarm_tool_calls": 1})
     run = start_run(agent)
-    assert run.status == "succeeded"
+    assert run.status == "failed" and run.outcome == "no_change"
     alarms = run.steps.filter(kind=StepKind.ALARM)
     assert alarms.count() == 1 and alarms.first().payload["measure"] == "tool_calls"
 

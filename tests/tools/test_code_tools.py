@@ -51,6 +51,14 @@ def forge_repo(settings, tmp_path):
 
 
 @pytest.fixture
+def slow_tools(settings):
+    """The gates run the suite twice (base, then change): longer than a 5 s heartbeat. Under the test's
+    open transaction another connection cannot see the run row to renew its lease, so beat less often."""
+    settings.AGENTOPS_HEARTBEAT_S = 60
+    settings.AGENTOPS_LEASE_TTL_S = 120
+
+
+@pytest.fixture
 def group(db):
     project = make_project()
     stored = store_events(project=project, events=[normalize_event(sentry_event())], source="sentry")
@@ -226,7 +234,7 @@ def test_a_verified_fix_opens_a_pull_request_draft_at_phase_2_ready_at_3_and_4(b
     h("write_file", path="checkout/db.py", content=FIXED_DB)
     result = h("open_pull_request", branch=BRANCH, title="Fix connection pool exhaustion", body="Root cause: ...", draft=False)
     assert not result.is_error, result.output
-    assert gates(h.run) == [("secrets", True), ("diff_limits", True), ("tests_intact", True), ("tests_pass", True)]
+    assert gates(h.run) == [("secrets", True), ("diff_limits", True), ("change", True), ("tests_intact", True), ("tests_pass", True)]
     pr = PullRequest.objects.get()
     assert (pr.draft, pr.status, pr.branch, pr.base, pr.run) == (draft, PullRequestStatus.OPEN, BRANCH, "main", h.run)
     assert "+DEFAULT_POOL_SIZE = 50" in pr.diff
@@ -310,7 +318,7 @@ def test_merging_and_the_phase_4_auto_approve_hook(bubblewrap, forge_repo, agent
     number = small("open_pull_request", branch=BRANCH, title="Fix").data["pull_request"]["number"]
     # The controller copies run_result into Run.result; here the test sets it, varying the facts.
     pull = {"number": number, "gates_passed": True, "changed_lines": 80, "paths": ["checkout/db.py"],
-            "head_sha": PullRequest.objects.get().head_sha, "base": "main"}
+            "head_sha": PullRequest.objects.get().head_sha, "base": "main", "flags": []}
     Run.objects.filter(pk=small.run.pk).update(result={"pull_request": pull})
     allowed, why = merge.auto_approve({"number": number}, small.ctx("merge_pull_request"))
     assert allowed, why
@@ -321,6 +329,12 @@ def test_merging_and_the_phase_4_auto_approve_hook(bubblewrap, forge_repo, agent
     Run.objects.filter(pk=small.run.pk).update(result={"pull_request": {**pull, "paths": ["setup.py"]}})
     assert merge.auto_approve({"number": number}, small.ctx("merge_pull_request"))[0] is False
     Run.objects.filter(pk=small.run.pk).update(result={"pull_request": {**pull, "gates_passed": False}})
+    assert merge.auto_approve({"number": number}, small.ctx("merge_pull_request"))[0] is False
+    # A change the gates flagged for a person falls back to phase 3; so does one with no record of flags.
+    Run.objects.filter(pk=small.run.pk).update(result={"pull_request": {**pull, "flags": ["tests/test_load.py: constant changed"]}})
+    allowed, why = merge.auto_approve({"number": number}, small.ctx("merge_pull_request"))
+    assert not allowed and "flagged for a person" in why and "test_load" in why
+    Run.objects.filter(pk=small.run.pk).update(result={"pull_request": {k: v for k, v in pull.items() if k != "flags"}})
     assert merge.auto_approve({"number": number}, small.ctx("merge_pull_request"))[0] is False
     # The merge itself (after a person's approval at phase 3, or the hook at 4) is a real git merge.
     Run.objects.filter(pk=small.run.pk).update(result={"pull_request": pull})
@@ -333,7 +347,7 @@ def test_merging_and_the_phase_4_auto_approve_hook(bubblewrap, forge_repo, agent
 
 def test_the_auto_approve_hook_needs_low_risk_paths(group, agent_at, harness):
     h = harness(agent_at(4, policy={"low_risk_paths": []}))
-    Run.objects.filter(pk=h.run.pk).update(result={"pull_request": {"number": 1, "gates_passed": True, "changed_lines": 1, "paths": ["a.py"]}})
+    Run.objects.filter(pk=h.run.pk).update(result={"pull_request": {"number": 1, "gates_passed": True, "changed_lines": 1, "paths": ["a.py"], "flags": []}})
     allowed, why = get_tool("merge_pull_request").auto_approve({"number": 1}, h.ctx("merge_pull_request"))
     assert not allowed and "no low-risk paths" in why
 
@@ -342,12 +356,12 @@ def test_the_auto_approve_hook_needs_low_risk_paths(group, agent_at, harness):
 
 
 @pytest.mark.slow
-def test_the_scripted_debugging_agent_goes_from_error_to_verified_pull_request(bubblewrap, forge_repo, group, make_agent, start_run):
+def test_the_scripted_debugging_agent_goes_from_error_to_verified_pull_request(bubblewrap, forge_repo, group, make_agent, start_run, slow_tools):
     agent = make_agent(slug="debugging-agent", trust_phase=3, config=dict(CONFIG), grants={k: dict(v) for k, v in GRANTS.items()})
     run = start_run(agent, "A critical error", context={"error_group_id": group.pk}, fingerprint=f"error:{group.pk}")
     errors = list(Step.objects.filter(run=run, kind__in=["error", "guardrail"]).values_list("payload", flat=True))
     assert run.status == RunStatus.SUCCEEDED, (run.status_reason, run.final_error, errors)
-    assert gates(run) == [("secrets", True), ("diff_limits", True), ("tests_intact", True), ("tests_pass", True)]
+    assert gates(run) == [("commit_message", True), ("secrets", True), ("diff_limits", True), ("change", True), ("tests_intact", True), ("tests_pass", True)]
     pr = PullRequest.objects.get()
     assert (pr.run, pr.draft, pr.branch, pr.status) == (run, False, BRANCH, PullRequestStatus.OPEN)
     assert "CHECKOUT_DB_POOL_SIZE" in pr.diff and "tests/test_pool_config.py" in pr.diff
@@ -363,7 +377,7 @@ def test_the_scripted_debugging_agent_goes_from_error_to_verified_pull_request(b
 
 
 @pytest.mark.slow
-def test_the_debugging_agent_on_claude_fixes_the_bug_through_the_real_sdk(bubblewrap, forge_repo, group, make_agent, start_run, settings):
+def test_the_debugging_agent_on_claude_fixes_the_bug_through_the_real_sdk(bubblewrap, forge_repo, group, make_agent, start_run, settings, slow_tools):
     """The same story on the anthropic planner: the real SDK talks to a local Messages API server that
     answers with the recorded turns, so tool definitions, tool_use ids and tool_result pairing all
     cross a real socket in the API's own format."""
@@ -402,3 +416,69 @@ def test_the_debugging_agent_on_claude_fixes_the_bug_through_the_real_sdk(bubble
         assert [b["tool_use_id"] for b in last["content"] if b["type"] == "tool_result"] == asked
     # The API key never reached storage.
     assert not Step.objects.filter(run=run, payload__icontains="sk-ant-test").exists()
+
+
+# --- scopes on resolved paths, the policy's timeout (issue 9 items 4 and 5) -------------------------
+
+LINK_PATCH = ("diff --git a/tests/up b/tests/up\nnew file mode 120000\nindex 0000000..a96aa0e\n--- /dev/null\n"
+              "+++ b/tests/up\n@@ -0,0 +1 @@\n+..\n\\ No newline at end of file\n")
+TESTS_ONLY = {**GRANTS, **{tool: {"paths": ["tests/*"]} for tool in ("apply_patch", "write_file", "repo_read_file", "repo_list_files", "repo_search")}}
+
+
+def _db_py(h: Harness) -> str:
+    return h.services.sandbox().read_file("checkout/db.py")
+
+
+@pytest.mark.slow
+def test_a_patch_creating_a_link_out_of_the_grant_is_refused_and_leaves_nothing(bubblewrap, forge_repo, agent_at, harness):
+    h = harness(agent_at(2, grants=TESTS_ONLY))
+    before = _db_py(h)
+    with pytest.raises(ScopeViolation, match="symbolic link"):
+        h("apply_patch", patch=LINK_PATCH)
+    assert h("run_command", command="test -L tests/up || test -e tests/up").is_error  # undone
+    assert not any(name.startswith(".agentops-tool") for name in h.services.sandbox().list_files())
+    outside = LINK_PATCH.replace("+..", "+/etc")
+    with pytest.raises(ScopeViolation):
+        h("apply_patch", patch=outside)
+    assert _db_py(h) == before
+
+
+@pytest.mark.slow
+def test_a_link_made_by_a_command_is_refused_at_use_by_every_file_tool(bubblewrap, forge_repo, agent_at, harness):
+    h = harness(agent_at(2, grants=TESTS_ONLY))
+    before = _db_py(h)
+    assert not h("run_command", command="ln -s .. tests/up && ln -s ../checkout/db.py tests/db_link").is_error
+    attempts = [
+        ("write_file", {"path": "tests/up/checkout/db.py", "content": "pwned\n"}),
+        ("write_file", {"path": "tests/db_link", "content": "pwned\n"}),
+        ("repo_read_file", {"path": "tests/up/checkout/db.py"}),
+        ("repo_read_file", {"path": "tests/db_link"}),
+        ("repo_list_files", {"path": "tests/up"}),
+        ("repo_search", {"query": "POOL_SIZE", "path": "tests/up/checkout"}),
+        ("apply_patch", {"patch": "--- a/tests/up/checkout/db.py\n+++ b/tests/up/checkout/db.py\n@@ -1 +1 @@\n-x\n+y\n"}),
+        ("apply_patch", {"patch": "--- a/tests/db_link\n+++ b/tests/db_link\n@@ -1 +1 @@\n-x\n+y\n"}),
+    ]
+    for tool, args in attempts:
+        with pytest.raises(ScopeViolation):
+            h(tool, **args)
+    assert _db_py(h) == before
+    assert "checkout/db.py" not in h("repo_list_files").output
+
+
+@pytest.mark.slow
+def test_a_patch_with_a_quoted_name_is_checked_on_the_name_git_writes(bubblewrap, forge_repo, agent_at, harness):
+    h = harness(agent_at(2, grants=TESTS_ONLY))
+    patch = ('diff --git "a/\\143heckout/new.py" "b/\\143heckout/new.py"\nnew file mode 100644\n--- /dev/null\n'
+             '+++ "b/\\143heckout/new.py"\n@@ -0,0 +1 @@\n+x = 1\n')
+    with pytest.raises(ScopeViolation):
+        h("apply_patch", patch=patch)
+    assert "checkout/new.py" not in h.services.sandbox().list_files()
+
+
+@pytest.mark.slow
+def test_run_command_cannot_raise_the_policys_command_timeout(bubblewrap, forge_repo, agent_at, harness):
+    h = harness(agent_at(3, policy={"command_timeout_s": 2}))
+    result = h("run_command", command="sleep 60", timeout_s=3600)
+    assert result.is_error and "timed out" in result.output
+    assert "2s applied" in result.output
+    assert float(result.output.split("timed out, ")[1].split("s]")[0]) < 6

@@ -308,3 +308,17 @@ def test_stored_events_are_redacted(client):
     event = ErrorEvent.objects.get()
     assert token not in json.dumps(event.raw)
     assert token not in json.dumps(event.stacktrace)
+
+
+def test_no_stored_field_of_an_event_or_its_group_keeps_a_secret(client):
+    project = make_project()
+    token = "ghp_" + "B" * 36
+    event = sentry_event(value=f"bad token {token}", tags={"service": "checkout", "auth": token}, message=token, release=token)
+    event["exception"]["values"][0]["type"] = f"Leak{token}"
+    response = post_envelope(client, project, envelope(event))
+    assert response.status_code == 200
+    stored = ErrorEvent.objects.get()
+    group = ErrorGroup.objects.get()
+    for text in [stored.exception_value, stored.exception_type, stored.message, stored.release, json.dumps(stored.tags),
+                 json.dumps(stored.raw), json.dumps(stored.stacktrace), group.title, group.exception_type, json.dumps(group.tags)]:
+        assert token not in text
