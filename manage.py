@@ -2,7 +2,6 @@
 import os
 import sys
 
-
 SIGNS_NOTHING = {"makemigrations", "showmigrations", "sqlmigrate", "check", "help"}
 
 

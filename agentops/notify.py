@@ -32,9 +32,7 @@ def notify(*, event: str, subject: str, text: str, path: str) -> None:
             log.warning("email notification %s failed", event, exc_info=True)
     if settings.AGENTOPS_SLACK_WEBHOOK_URL:
         payload = json.dumps({"text": f"*{subject}*\n{text}\n<{link}|Open in agentops>"}).encode()
-        request = urllib.request.Request(
-            settings.AGENTOPS_SLACK_WEBHOOK_URL, data=payload, headers={"Content-Type": "application/json"}
-        )
+        request = urllib.request.Request(settings.AGENTOPS_SLACK_WEBHOOK_URL, data=payload, headers={"Content-Type": "application/json"})
         try:
             urllib.request.urlopen(request, timeout=5).close()
         except Exception:

@@ -118,9 +118,7 @@ _EXTRA: list[tuple[re.Pattern[str], int]] = [
     # A whole PEM block (detect-secrets flags the header line; the body is what must go), or a
     # header with no footer (a truncated key) up to where the base64 body ends.
     (
-        re.compile(
-            r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s:,\-]*)"
-        ),
+        re.compile(r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s:,\-]*)"),
         0,
     ),
     (re.compile(r"PuTTY-User-Key-File-\d[\s\S]*?(?:Private-MAC:\s*\S+|\Z)"), 0),
@@ -128,9 +126,7 @@ _EXTRA: list[tuple[re.Pattern[str], int]] = [
     # `AWS_SECRET_ACCESS_KEY=...`, `aws_secret_access_key = ...`, `"SecretAccessKey": "..."`.
     # All-hex values of that length are SHA-1 digests, not keys.
     (
-        re.compile(
-            r"(?i)(?:aws|secret)[\w\-. ]{0,30}?[\s\"':=>]{1,6}(?![0-9a-f]{40}(?![A-Za-z0-9/+]))([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
-        ),
+        re.compile(r"(?i)(?:aws|secret)[\w\-. ]{0,30}?[\s\"':=>]{1,6}(?![0-9a-f]{40}(?![A-Za-z0-9/+]))([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"),
         1,
     ),
 ]
@@ -150,7 +146,22 @@ _SHORT_DETECTORS = (
     DiscordBotTokenDetector,
     TelegramBotTokenDetector,
 )
-_SHORT_EXTRAS = ("sk-ant-", "(?:proj", "k_(?:live", "whsec_", "gh[", "github_pat_", "xox[", "AIza", "eyJ", "aop_", "authorization", "bearer", "-----BEGIN", "PuTTY")
+_SHORT_EXTRAS = (
+    "sk-ant-",
+    "(?:proj",
+    "k_(?:live",
+    "whsec_",
+    "gh[",
+    "github_pat_",
+    "xox[",
+    "AIza",
+    "eyJ",
+    "aop_",
+    "authorization",
+    "bearer",
+    "-----BEGIN",
+    "PuTTY",
+)
 # The other shapes all contain 20 alphanumeric (base64) characters in a row, or 32 token characters.
 _LONG_RUN = 20
 _LONG_TOKEN_RUN = 32
@@ -808,9 +819,7 @@ _filter = RedactingFilter()
 def install_log_redaction() -> None:
     """Put the redacting filter on every handler configured so far, and on every record made from
     now on (handlers added later, e.g. by a library at import, are covered by the record factory)."""
-    loggers = [logging.getLogger()] + [
-        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
-    ]
+    loggers = [logging.getLogger()] + [logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)]
     for logger in loggers:
         for handler in logger.handlers:
             if _filter not in handler.filters and not any(isinstance(f, RedactingFilter) for f in handler.filters):

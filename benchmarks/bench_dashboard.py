@@ -145,11 +145,16 @@ def run_benchmarks(args: argparse.Namespace) -> None:
 
     run = run_create(agent=agent, input="bench", actor="bench", enqueue=False)
     latencies = async_to_sync(live_latency)(run.pk, user, args.samples)
-    print(f"step committed -> websocket message: n={len(latencies)} p50={statistics.median(latencies):.1f} ms p95={_percentile(latencies, 95):.1f} ms max={max(latencies):.1f} ms")
+    print(
+        f"step committed -> websocket message: n={len(latencies)} p50={statistics.median(latencies):.1f} ms p95={_percentile(latencies, 95):.1f} ms max={max(latencies):.1f} ms"
+    )
 
     big = run_create(agent=agent, input="ten thousand steps", actor="bench", enqueue=False)
     Step.objects.bulk_create(
-        (Step(run=big, seq=i, kind="observation" if i % 3 else "model_call", payload={"output": f"line {i} " * 20}, model_id="bench") for i in range(2, 10_002)),
+        (
+            Step(run=big, seq=i, kind="observation" if i % 3 else "model_call", payload={"output": f"line {i} " * 20}, model_id="bench")
+            for i in range(2, 10_002)
+        ),
         batch_size=2000,
     )
     Run.objects.filter(pk=big.pk).update(next_seq=10_002)
@@ -167,7 +172,9 @@ def run_benchmarks(args: argparse.Namespace) -> None:
         if i >= 2:
             times.append(elapsed)
             queries = len(captured.captured_queries)
-    print(f"run detail, 10,000 steps: median={statistics.median(times):.1f} ms p95={_percentile(times, 95):.1f} ms queries={queries} html={len(response.content) // 1024} KiB")
+    print(
+        f"run detail, 10,000 steps: median={statistics.median(times):.1f} ms p95={_percentile(times, 95):.1f} ms queries={queries} html={len(response.content) // 1024} KiB"
+    )
 
     # The trace viewer (issue 12): 10,000 steps as real turns (a model call, its tool call and the
     # observation paired by id, test output to parse), viewed at the newest window and around an
@@ -177,12 +184,36 @@ def run_benchmarks(args: argparse.Namespace) -> None:
     for i in range(2, 10_002):
         phase = i % 3
         if phase == 2:
-            kinds.append(Step(run=traced, seq=i, kind="model_call", payload={"text": f"turn {i}: read the failing test"}, model_id="bench", input_tokens=900, output_tokens=60, latency_ms=1200))
+            kinds.append(
+                Step(
+                    run=traced,
+                    seq=i,
+                    kind="model_call",
+                    payload={"text": f"turn {i}: read the failing test"},
+                    model_id="bench",
+                    input_tokens=900,
+                    output_tokens=60,
+                    latency_ms=1200,
+                )
+            )
         elif phase == 0:
-            kinds.append(Step(run=traced, seq=i, kind="tool_call", payload={"tool": "run_tests", "tool_call_id": f"c{i}", "arguments": {"paths": ["tests/test_x.py"]}}))
+            kinds.append(
+                Step(run=traced, seq=i, kind="tool_call", payload={"tool": "run_tests", "tool_call_id": f"c{i}", "arguments": {"paths": ["tests/test_x.py"]}})
+            )
         else:
-            kinds.append(Step(run=traced, seq=i, kind="observation", payload={"tool": "run_tests", "tool_call_id": f"c{i - 1}", "is_error": i == 301,
-                                                                               "output": "FAILED tests/test_x.py::test_y - AssertionError\n" + f"line {i} " * 40 + "\n=== 1 failed, 13 passed in 0.8s ==="}))
+            kinds.append(
+                Step(
+                    run=traced,
+                    seq=i,
+                    kind="observation",
+                    payload={
+                        "tool": "run_tests",
+                        "tool_call_id": f"c{i - 1}",
+                        "is_error": i == 301,
+                        "output": "FAILED tests/test_x.py::test_y - AssertionError\n" + f"line {i} " * 40 + "\n=== 1 failed, 13 passed in 0.8s ===",
+                    },
+                )
+            )
     Step.objects.bulk_create(kinds, batch_size=2000)
     Run.objects.filter(pk=traced.pk).update(next_seq=10_002)
     for label, url in [("newest window", f"/runs/{traced.pk}/"), ("around the first error", f"/runs/{traced.pk}/?around=301")]:
@@ -196,7 +227,9 @@ def run_benchmarks(args: argparse.Namespace) -> None:
             if i >= 2:
                 times.append(elapsed)
                 queries = len(captured.captured_queries)
-        print(f"trace viewer, 10,000 steps, {label}: median={statistics.median(times):.1f} ms p95={_percentile(times, 95):.1f} ms queries={queries} html={len(response.content) // 1024} KiB")
+        print(
+            f"trace viewer, 10,000 steps, {label}: median={statistics.median(times):.1f} ms p95={_percentile(times, 95):.1f} ms queries={queries} html={len(response.content) // 1024} KiB"
+        )
 
 
 if __name__ == "__main__":

@@ -108,15 +108,27 @@ def _event(group: int, event_id: str) -> dict:
         "platform": "python",
         "environment": "production",
         "tags": {"service": "checkout"},
-        "exception": {"values": [{
-            "type": f"BenchError{group}",
-            "value": "pool of 10 exhausted",
-            "stacktrace": {"frames": [
-                {"filename": "checkout/service.py", "function": "checkout", "module": "checkout.service", "lineno": 20, "in_app": True},
-                {"filename": "checkout/db.py", "function": f"acquire_{group}", "module": "checkout.db", "lineno": 42, "in_app": True,
-                 "context_line": "raise BenchError(...)"},
-            ]},
-        }]},
+        "exception": {
+            "values": [
+                {
+                    "type": f"BenchError{group}",
+                    "value": "pool of 10 exhausted",
+                    "stacktrace": {
+                        "frames": [
+                            {"filename": "checkout/service.py", "function": "checkout", "module": "checkout.service", "lineno": 20, "in_app": True},
+                            {
+                                "filename": "checkout/db.py",
+                                "function": f"acquire_{group}",
+                                "module": "checkout.db",
+                                "lineno": 42,
+                                "in_app": True,
+                                "context_line": "raise BenchError(...)",
+                            },
+                        ]
+                    },
+                }
+            ]
+        },
     }
 
 
@@ -175,16 +187,23 @@ def _posts(clients: int, per_client: int, groups: int, envelope: bool) -> tuple[
 
 def one_repetition(database_url: str, args: argparse.Namespace) -> dict:
     url, admin = _create_database(database_url)
-    env = dict(os.environ, DATABASE_URL=url, SECRET_KEY="bench-ingest-secret", DEBUG="0", LOG_LEVEL="WARNING",
-               DJANGO_SETTINGS_MODULE=os.environ.get("BENCH_SETTINGS_MODULE", "agentops.settings"))
+    env = dict(
+        os.environ,
+        DATABASE_URL=url,
+        SECRET_KEY="bench-ingest-secret",
+        DEBUG="0",
+        LOG_LEVEL="WARNING",
+        DJANGO_SETTINGS_MODULE=os.environ.get("BENCH_SETTINGS_MODULE", "agentops.settings"),
+    )
     env.pop("REDIS_URL", None)
     daphne = None
     try:
         info = _django(env, SETUP)
         port = _free_port()
         log = tempfile.TemporaryFile()
-        daphne = subprocess.Popen([str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "agentops.asgi:application"],
-                                  env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+        daphne = subprocess.Popen(
+            [str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "agentops.asgi:application"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -261,12 +280,17 @@ def main() -> int:
     for i in range(args.repeat):
         r = one_repetition(args.database_url, args)
         results.append(r)
-        print(f"run {i + 1}: {r['events_per_s']:.0f} events/s, p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
-              f"{r['posts']} posts ({r['unique_events']} unique), {r['groups']} groups, {r['runs']} runs"
-              + (f"  PROBLEMS: {r['problems']}" if r["problems"] else ""), flush=True)
+        print(
+            f"run {i + 1}: {r['events_per_s']:.0f} events/s, p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
+            f"{r['posts']} posts ({r['unique_events']} unique), {r['groups']} groups, {r['runs']} runs"
+            + (f"  PROBLEMS: {r['problems']}" if r["problems"] else ""),
+            flush=True,
+        )
     median = statistics.median(r["events_per_s"] for r in results)
-    print(f"median events/s over {len(results)} runs: {median:.0f}; p50 {statistics.median(r['p50_ms'] for r in results):.1f} ms, "
-          f"p95 {statistics.median(r['p95_ms'] for r in results):.1f} ms; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"median events/s over {len(results)} runs: {median:.0f}; p50 {statistics.median(r['p50_ms'] for r in results):.1f} ms, "
+        f"p95 {statistics.median(r['p95_ms'] for r in results):.1f} ms; load average {os.getloadavg()[0]:.2f}"
+    )
     return 1 if any(r["problems"] for r in results) else 0
 
 

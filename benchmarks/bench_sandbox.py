@@ -34,8 +34,7 @@ TARGETS = {"docker": (0.5, 0.060), "bubblewrap": (0.050, 0.010)}
 def make_repo(path: Path) -> str:
     (path / "app.py").write_text("def answer():\n    return 42\n")
     (path / "test_app.py").write_text("from app import answer\n\n\ndef test_answer():\n    assert answer() == 42\n")
-    env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x.invalid",
-               GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x.invalid")
+    env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x.invalid", GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x.invalid")
     for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "init"]):
         subprocess.run(["git", *args], cwd=path, check=True, env=env, capture_output=True)
     return str(path)
@@ -51,8 +50,7 @@ def bench_backend(backend: str, repo: str, iterations: int, exec_iterations: int
         t0 = time.perf_counter()
         sb = create_sandbox(run_id=f"{run_prefix}-{i}", repo=repo, backend=backend)
         try:
-            res = sb.exec(["python3", "-c", "print(1)"],
-                          on_output=lambda _c: first.append(time.perf_counter()) if not first else None)
+            res = sb.exec(["python3", "-c", "print(1)"], on_output=lambda _c: first.append(time.perf_counter()) if not first else None)
             assert res.exit_code == 0 and res.output == "1\n", res
             firsts.append(first[0] - t0)
         finally:
@@ -114,9 +112,11 @@ def machine() -> str:
         bwrap = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip()
     except OSError:
         bwrap = "n/a"
-    return (f"{os.cpu_count()} cores, Linux {platform.release()}, Docker engine {docker_version}, {bwrap}, "
-            f"Python {platform.python_version()}, running as {'root' if os.geteuid() == 0 else 'non-root'}; "
-            f"1-min load average at the end {os.getloadavg()[0]:.2f} (other test suites may share the cores)")
+    return (
+        f"{os.cpu_count()} cores, Linux {platform.release()}, Docker engine {docker_version}, {bwrap}, "
+        f"Python {platform.python_version()}, running as {'root' if os.geteuid() == 0 else 'non-root'}; "
+        f"1-min load average at the end {os.getloadavg()[0]:.2f} (other test suites may share the cores)"
+    )
 
 
 def write_section(body: str, path: Path) -> None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-
-import jsonschema
 from functools import wraps
 from typing import Any
 
+import jsonschema
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -20,8 +19,8 @@ from agentops.agents.spec import hygiene_errors
 from agentops.approvals.models import Approval, ApprovalStatus
 from agentops.runs.models import Run, RunStatus
 from dashboard import access, timeline
-from dashboard.openapi import SCHEMA
 from dashboard.models import TokenScope
+from dashboard.openapi import SCHEMA
 from dashboard.services import TokenRefused, api_token_authenticate
 
 MAX_LIMIT = 500

@@ -133,7 +133,12 @@ class RunConsumer(_LiveConsumer):
             "type": "steps",
             "run_id": self.run_id,
             "steps": [
-                {"seq": span.seq, "kind": span.kind, "call_id": span.call_id, "html": render_to_string("dashboard/run_detail.html#step", {"span": span, "run": run})}
+                {
+                    "seq": span.seq,
+                    "kind": span.kind,
+                    "call_id": span.call_id,
+                    "html": render_to_string("dashboard/run_detail.html#step", {"span": span, "run": run}),
+                }
                 for span in spans
             ],
             "last_seq": steps[-1].seq,

@@ -168,7 +168,9 @@ def parse(diff: str, *, highlight: bool = True) -> Diff:
                 current.path = new
                 if current.old_path and current.old_path != new and current.status == "modified":
                     current.status = "renamed"
-        elif text.startswith(("new file mode", "deleted file mode", "rename from", "rename to", "index ", "similarity index", "old mode", "new mode", "Binary files")):
+        elif text.startswith(
+            ("new file mode", "deleted file mode", "rename from", "rename to", "index ", "similarity index", "old mode", "new mode", "Binary files")
+        ):
             if current is not None:
                 if text.startswith("new file"):
                     current.status = "added"

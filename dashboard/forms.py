@@ -37,7 +37,7 @@ class JSONTextField(forms.CharField):
             # NaN/Infinity (no column stores them) and nesting deep enough to exhaust the parser.
             raise forms.ValidationError(f"not valid JSON: {exc if isinstance(exc, ValueError) else 'nested too deeply'}") from None
         if not isinstance(parsed, dict):
-            raise forms.ValidationError("must be a JSON object, like {\"key\": \"value\"}")
+            raise forms.ValidationError('must be a JSON object, like {"key": "value"}')
         problems = hygiene_errors(parsed)
         if problems:
             raise forms.ValidationError(problems)
@@ -60,7 +60,9 @@ PHASE_CONSEQUENCES = {
 class AgentForm(forms.ModelForm):
     # Raising the trust phase lets the agent do more alone: a person says why and confirms it.
     trust_reason = forms.CharField(
-        label="Why raise the trust phase?", required=False, max_length=2000,
+        label="Why raise the trust phase?",
+        required=False,
+        max_length=2000,
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": "e.g. 20 runs at phase 2, every pull request merged unchanged"}),
         help_text="recorded in the audit log with the change",
     )
@@ -130,13 +132,20 @@ class PolicyForm(forms.ModelForm):
 
     # (label, unit for app.js's live hint: "= 600,000 tokens", "= 30m", "= $5.00")
     _LABELS = {
-        "max_tokens": ("Tokens", "tokens"), "alarm_tokens": ("Tokens alarm", "tokens"),
-        "max_cost_usd": ("Cost (USD)", "usd"), "alarm_cost_usd": ("Cost alarm (USD)", "usd"),
-        "max_tool_calls": ("Tool calls", "count"), "alarm_tool_calls": ("Tool calls alarm", "count"),
-        "max_iterations": ("Iterations", "count"), "alarm_iterations": ("Iterations alarm", "count"),
-        "max_wall_clock_s": ("Wall clock (seconds)", "seconds"), "alarm_wall_clock_s": ("Wall clock alarm (seconds)", "seconds"),
-        "daily_max_runs": ("Runs a day", "count"), "daily_max_cost_usd": ("Cost a day (USD)", "usd"),
-        "rate_limit_per_minute": ("Tool calls a minute", "count"), "approval_timeout_s": ("Approval expires after (seconds)", "seconds"),
+        "max_tokens": ("Tokens", "tokens"),
+        "alarm_tokens": ("Tokens alarm", "tokens"),
+        "max_cost_usd": ("Cost (USD)", "usd"),
+        "alarm_cost_usd": ("Cost alarm (USD)", "usd"),
+        "max_tool_calls": ("Tool calls", "count"),
+        "alarm_tool_calls": ("Tool calls alarm", "count"),
+        "max_iterations": ("Iterations", "count"),
+        "alarm_iterations": ("Iterations alarm", "count"),
+        "max_wall_clock_s": ("Wall clock (seconds)", "seconds"),
+        "alarm_wall_clock_s": ("Wall clock alarm (seconds)", "seconds"),
+        "daily_max_runs": ("Runs a day", "count"),
+        "daily_max_cost_usd": ("Cost a day (USD)", "usd"),
+        "rate_limit_per_minute": ("Tool calls a minute", "count"),
+        "approval_timeout_s": ("Approval expires after (seconds)", "seconds"),
         "daily_action_caps": ("Actions a day", ""),
     }
 
@@ -217,7 +226,6 @@ class ScopeWidget(forms.Widget):
     def _keys(self) -> list[tuple[str, dict[str, Any], list[str]]]:
         """(key, property schema, tools using it) for the keys this form shows."""
         from agentops.tools.registry import all_tools
-
         from dashboard.readable import scope_properties
 
         names = [self.tool] if self.tool else sorted(all_tools())
@@ -294,34 +302,54 @@ class ScopeWidget(forms.Widget):
             current = scope.get(key)
             head = format_html(
                 '<div class="scope-key" data-tools="{}"><input type="hidden" name="{}.present" value="{}"><span class="scope-label">{}</span>',
-                " ".join(tools), name, key, meta["label"],
+                " ".join(tools),
+                name,
+                key,
+                meta["label"],
             )
             if kind == "list":
                 values = [v for v in current if isinstance(v, str)] if isinstance(current, list) else []
                 chips = format_html_join(
-                    "", '<label class="chip"><input type="checkbox" name="{}" value="{}" checked><span>{}</span></label>',
+                    "",
+                    '<label class="chip"><input type="checkbox" name="{}" value="{}" checked><span>{}</span></label>',
                     ((field_name, v, v) for v in values),
                 )
                 body = format_html(
                     '<div class="chips" data-chips>{}<input type="text" class="chip-new" name="{}" placeholder="add {}" aria-label="add to {}" autocomplete="off"></div>',
-                    chips, field_name, meta["placeholder"] or "a value", meta["label"].lower(),
+                    chips,
+                    field_name,
+                    meta["placeholder"] or "a value",
+                    meta["label"].lower(),
                 )
             elif kind == "number":
-                body = format_html('<input type="number" step="any" name="{}" value="{}" placeholder="{}" aria-label="{}" class="scope-number">',
-                                   field_name, "" if current is None else current, meta["placeholder"], meta["label"])
+                body = format_html(
+                    '<input type="number" step="any" name="{}" value="{}" placeholder="{}" aria-label="{}" class="scope-number">',
+                    field_name,
+                    "" if current is None else current,
+                    meta["placeholder"],
+                    meta["label"],
+                )
             else:
-                body = format_html('<input type="text" name="{}" value="{}" placeholder="{}" aria-label="{}" class="scope-text">',
-                                   field_name, "" if current is None else (current if isinstance(current, str) else json.dumps(current)), meta["placeholder"], meta["label"])
+                body = format_html(
+                    '<input type="text" name="{}" value="{}" placeholder="{}" aria-label="{}" class="scope-text">',
+                    field_name,
+                    "" if current is None else (current if isinstance(current, str) else json.dumps(current)),
+                    meta["placeholder"],
+                    meta["label"],
+                )
             help_text = format_html('<span class="help">{}</span>', meta["help"]) if meta["help"] else ""
             parts.append(format_html("{}{}{}</div>", head, body, help_text))
         known = {key for key, _, _ in keys}
         extra = {k: v for k, v in scope.items() if k not in known}
         if extra:
-            parts.append(format_html(
-                '<div class="scope-key"><span class="scope-label">Other keys</span><textarea name="{}._other" rows="2" class="mono" spellcheck="false">{}</textarea>'
-                '<span class="help">not in this tool\'s scope schema: saving refuses them until removed</span></div>',
-                name, json.dumps(extra, indent=1, sort_keys=True),
-            ))
+            parts.append(
+                format_html(
+                    '<div class="scope-key"><span class="scope-label">Other keys</span><textarea name="{}._other" rows="2" class="mono" spellcheck="false">{}</textarea>'
+                    '<span class="help">not in this tool\'s scope schema: saving refuses them until removed</span></div>',
+                    name,
+                    json.dumps(extra, indent=1, sort_keys=True),
+                )
+            )
         none = format_html('<p class="scope-none muted"{}>This tool takes no scope.</p>', mark_safe(" hidden") if keys else "")
         return format_html('<div class="scope-editor" data-scope-editor>{}{}</div>', mark_safe("".join(parts)), none)
 
@@ -402,7 +430,7 @@ class TriggerForm(forms.ModelForm):
             except ImportError:  # pragma: no cover - croniter is a dependency
                 valid = bool(cron)
             if not valid:
-                self.add_error("rules", "a schedule needs a valid \"cron\" expression")
+                self.add_error("rules", 'a schedule needs a valid "cron" expression')
         return data
 
     def validate_unique(self) -> None:

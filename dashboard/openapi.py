@@ -53,29 +53,49 @@ SCHEMA: dict[str, Any] = {
             "get": {
                 "summary": "List runs, newest first",
                 "parameters": [
-                    _query("status", {"type": "string", "enum": ["queued", "running", "waiting_approval", "succeeded", "failed", "budget_exceeded", "killed", "rejected"]}, "only runs in this status"),
+                    _query(
+                        "status",
+                        {"type": "string", "enum": ["queued", "running", "waiting_approval", "succeeded", "failed", "budget_exceeded", "killed", "rejected"]},
+                        "only runs in this status",
+                    ),
                     _query("agent", {"type": "string"}, "agent slug"),
                     _query("before_id", {"type": "integer", "minimum": 0}, "page: runs with a smaller id (use next_before_id)"),
                     _query("limit", {"type": "integer", "minimum": 0, "maximum": 500, "default": 50}, "page size"),
                 ],
-                "responses": {"200": _json({"type": "object", "properties": {"runs": {"type": "array", "items": _ref("Run")}, "next_before_id": {"type": ["integer", "null"]}}}), **_ERRORS},
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"runs": {"type": "array", "items": _ref("Run")}, "next_before_id": {"type": ["integer", "null"]}}}
+                    ),
+                    **_ERRORS,
+                },
             },
             "post": {
                 "summary": "Start a run of an agent (approvers and admins)",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {
-                        "type": "object",
-                        "required": ["agent", "input"],
-                        "additionalProperties": False,
-                        "properties": {"agent": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{0,99}$", "description": "agent slug"}, "input": _TEXT_WITH_CONTENT | {"maxLength": 100_000, "description": "what the run should do"}},
-                    }}},
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["agent", "input"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "agent": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{0,99}$", "description": "agent slug"},
+                                    "input": _TEXT_WITH_CONTENT | {"maxLength": 100_000, "description": "what the run should do"},
+                                },
+                            }
+                        }
+                    },
                 },
                 "responses": {
                     "201": _json(_ref("Run"), "Created (queued) and handed to a worker"),
-                    "202": _json(_ref("Run"), "Created (queued); the task broker is unreachable, so the reaper hands it to a worker when it is back (see `dispatch`)"),
+                    "202": _json(
+                        _ref("Run"), "Created (queued); the task broker is unreachable, so the reaper hands it to a worker when it is back (see `dispatch`)"
+                    ),
                     "503": _json(_ref("Error"), "The database is unavailable: nothing was created"),
-                    "409": _json(_ref("Error"), "Refused: kill switch, paused agent or daily cap"), **_ERRORS},
+                    "409": _json(_ref("Error"), "Refused: kill switch, paused agent or daily cap"),
+                    **_ERRORS,
+                },
             },
         },
         "/runs/{run_id}/": {"get": {"summary": "One run", "parameters": [_id("run_id")], "responses": {"200": _json(_ref("Run")), **_ERRORS}}},
@@ -87,21 +107,33 @@ SCHEMA: dict[str, Any] = {
                     _query("after", {"type": "integer", "minimum": 0, "default": 0}, "only steps with a larger seq (use next_after)"),
                     _query("limit", {"type": "integer", "minimum": 0, "maximum": 500, "default": 200}, "page size"),
                 ],
-                "responses": {"200": _json({"type": "object", "properties": {"steps": {"type": "array", "items": _ref("Step")}, "next_after": {"type": ["integer", "null"]}}}), **_ERRORS},
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"steps": {"type": "array", "items": _ref("Step")}, "next_after": {"type": ["integer", "null"]}}}
+                    ),
+                    **_ERRORS,
+                },
             }
         },
         "/runs/{run_id}/cancel/": {
             "post": {
                 "summary": "Stop a run (approver)",
                 "parameters": [_id("run_id")],
-                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "additionalProperties": False, "properties": {"reason": _TEXT | {"maxLength": 2000}}}}}},
+                "requestBody": {
+                    "content": {
+                        "application/json": {"schema": {"type": "object", "additionalProperties": False, "properties": {"reason": _TEXT | {"maxLength": 2000}}}}
+                    }
+                },
                 "responses": {"200": _json(_ref("Run")), **_ERRORS},
             }
         },
         "/approvals/": {
             "get": {
                 "summary": "List approvals (pending by default, soonest expiry first)",
-                "parameters": [_query("status", {"type": "string", "enum": ["pending", "approved", "rejected", "expired"], "default": "pending"}, "status"), _query("limit", {"type": "integer", "minimum": 0, "maximum": 500, "default": 100}, "page size")],
+                "parameters": [
+                    _query("status", {"type": "string", "enum": ["pending", "approved", "rejected", "expired"], "default": "pending"}, "status"),
+                    _query("limit", {"type": "integer", "minimum": 0, "maximum": 500, "default": 100}, "page size"),
+                ],
                 "responses": {"200": _json({"type": "object", "properties": {"approvals": {"type": "array", "items": _ref("Approval")}}}), **_ERRORS},
             }
         },
@@ -111,15 +143,19 @@ SCHEMA: dict[str, Any] = {
                 "parameters": [_id("approval_id")],
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {
-                        "type": "object",
-                        "required": ["approve"],
-                        "additionalProperties": False,
-                        "properties": {"approve": {"type": "boolean"}, "comment": _TEXT | {"maxLength": 4000, "description": "required to reject"}},
-                        # A rejection says why: the comment goes back to the model.
-                        "if": {"properties": {"approve": {"const": False}}},
-                        "then": {"required": ["comment"], "properties": {"comment": _TEXT_WITH_CONTENT}},
-                    }}},
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["approve"],
+                                "additionalProperties": False,
+                                "properties": {"approve": {"type": "boolean"}, "comment": _TEXT | {"maxLength": 4000, "description": "required to reject"}},
+                                # A rejection says why: the comment goes back to the model.
+                                "if": {"properties": {"approve": {"const": False}}},
+                                "then": {"required": ["comment"], "properties": {"comment": _TEXT_WITH_CONTENT}},
+                            }
+                        }
+                    },
                 },
                 "responses": {"200": _json(_ref("Approval")), "409": _json(_ref("Error"), "Already decided or expired"), **_ERRORS},
             }
@@ -130,7 +166,16 @@ SCHEMA: dict[str, Any] = {
                 "summary": "Engage or release the kill switch (admin); a reason is required",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {"type": "object", "required": ["engaged", "reason"], "additionalProperties": False, "properties": {"engaged": {"type": "boolean"}, "reason": _TEXT_WITH_CONTENT | {"maxLength": 2000}}}}},
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["engaged", "reason"],
+                                "additionalProperties": False,
+                                "properties": {"engaged": {"type": "boolean"}, "reason": _TEXT_WITH_CONTENT | {"maxLength": 2000}},
+                            }
+                        }
+                    },
                 },
                 "responses": {"200": _json(_ref("KillSwitch")), **_ERRORS},
             },
@@ -147,7 +192,10 @@ SCHEMA: dict[str, Any] = {
                     "agent": {"type": "string"},
                     "status": {"type": "string"},
                     "status_reason": {"type": "string"},
-                    "outcome": {"type": "string", "description": "what the run achieved: pr_opened, pr_merged, report_submitted, acted, no_change, refused, gate_failed, budget, loop, killed_by_switch, stopped_by_person, rejected, malformed_output, truncated, model_refused, infrastructure, error (empty while active)"},
+                    "outcome": {
+                        "type": "string",
+                        "description": "what the run achieved: pr_opened, pr_merged, report_submitted, acted, no_change, refused, gate_failed, budget, loop, killed_by_switch, stopped_by_person, rejected, malformed_output, truncated, model_refused, infrastructure, error (empty while active)",
+                    },
                     "outcome_detail": {"type": "string"},
                     "trigger_kind": {"type": "string"},
                     "input": {"type": "string"},

@@ -17,7 +17,12 @@ SCOPE_KEYS: dict[str, dict[str, str]] = {
     "branch_prefix": {"label": "Branch prefix", "placeholder": "agent/", "help": "the branches it may write start with this", "empty": "no branch"},
     "repos": {"label": "Repositories", "placeholder": "checkout-service", "help": "none means the agent's own repository only", "empty": "its own repository"},
     "projects": {"label": "Error projects", "placeholder": "checkout", "help": "whose errors it may read", "empty": "no project"},
-    "allow": {"label": "Command prefixes", "placeholder": "pytest", "help": "commands it may run start with one of these; none means any command", "empty": "any command"},
+    "allow": {
+        "label": "Command prefixes",
+        "placeholder": "pytest",
+        "help": "commands it may run start with one of these; none means any command",
+        "empty": "any command",
+    },
     "timeout_s": {"label": "Timeout", "placeholder": "10", "help": "seconds", "empty": "default"},
 }
 
@@ -214,8 +219,15 @@ def field_changes(before: Any, after: Any) -> list[FieldChange]:
             out = []
             for key, item in value.items():
                 text = _show(item)
-                out.append(FieldChange(str(key), None if before is None else text, text if before is None else None,
-                                       "added" if before is None else "removed", multiline="\n" in text))
+                out.append(
+                    FieldChange(
+                        str(key),
+                        None if before is None else text,
+                        text if before is None else None,
+                        "added" if before is None else "removed",
+                        multiline="\n" in text,
+                    )
+                )
     return out
 
 

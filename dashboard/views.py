@@ -57,9 +57,7 @@ def _agents_with_tiers() -> list[dict[str, Any]]:
     agents = list(Agent.objects.select_related("policy").prefetch_related("grants"))
     drill_at = last_passed_drill_at()
     today = timezone.now().date()
-    usage: dict[tuple[int, str], Decimal] = {
-        (row.agent_id, row.key): row.value for row in DailyUsage.objects.filter(day=today, key__in=["runs", "cost_usd"])
-    }
+    usage: dict[tuple[int, str], Decimal] = {(row.agent_id, row.key): row.value for row in DailyUsage.objects.filter(day=today, key__in=["runs", "cost_usd"])}
     rows = []
     for agent in agents:
         policy = timeline.policy_of(agent)
@@ -230,12 +228,15 @@ def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
     policy = timeline.policy_of(agent)
     tier, reasons = maturity_tier(agent, policy=policy, grants=grants)
     from agentops.tools.registry import get_tool
-
     from dashboard.readable import action_caps, rule_lines, scope_rows
 
     grant_rows = [
-        {"grant": g, "risk": (get_tool(g.tool).risk_class if get_tool(g.tool) else "unknown"), "errors": agent_services.grant_scope_errors(g.tool, g.scope),
-         "scope_rows": scope_rows(g.tool, g.scope)}
+        {
+            "grant": g,
+            "risk": (get_tool(g.tool).risk_class if get_tool(g.tool) else "unknown"),
+            "errors": agent_services.grant_scope_errors(g.tool, g.scope),
+            "scope_rows": scope_rows(g.tool, g.scope),
+        }
         for g in grants
     ]
     trigger_rows = [{"trigger": t, "rules": rule_lines(t.kind, t.rules)} for t in agent.triggers.all()]
@@ -265,7 +266,9 @@ def _render_edit(request: HttpRequest, agent: Agent, *, status: int = 200, **bou
     policy = timeline.policy_of(agent) or Policy(agent=agent)
     grant_forms = []
     for grant in agent.grants.all():
-        form = bound.get(f"grant_{grant.pk}") or forms.GrantForm(prefix=f"g{grant.pk}", tool=grant.tool, initial={"tool": grant.tool, "scope": grant.scope, "approval": grant.approval})
+        form = bound.get(f"grant_{grant.pk}") or forms.GrantForm(
+            prefix=f"g{grant.pk}", tool=grant.tool, initial={"tool": grant.tool, "scope": grant.scope, "approval": grant.approval}
+        )
         grant_forms.append((grant, form))
     from dashboard.readable import rule_lines
 
@@ -450,7 +453,9 @@ def run_list(request: HttpRequest) -> HttpResponse:
         from django.db.models import Q
 
         # Free text over what a person remembers of a run: its input, agent, error, reason or outcome.
-        match = Q(input__icontains=q) | Q(agent__name__icontains=q) | Q(final_error__icontains=q) | Q(status_reason__icontains=q) | Q(outcome_detail__icontains=q)
+        match = (
+            Q(input__icontains=q) | Q(agent__name__icontains=q) | Q(final_error__icontains=q) | Q(status_reason__icontains=q) | Q(outcome_detail__icontains=q)
+        )
         if q.lstrip("#").isdigit():
             match |= Q(pk=int(q.lstrip("#")[:12]))
         runs = runs.filter(match)
@@ -746,10 +751,7 @@ def error_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(groups, 50).get_page(request.GET.get("page"))
     spark = sparklines(list(page))
     show_dsn = access.allowed(request.user, access.SEE_ERROR_PROJECT_DSN)
-    projects = [
-        {"project": p, "dsn": p.dsn(settings.SITE_URL) if show_dsn else None}
-        for p in ErrorProject.objects.annotate(group_count=Count("groups"))
-    ]
+    projects = [{"project": p, "dsn": p.dsn(settings.SITE_URL) if show_dsn else None} for p in ErrorProject.objects.annotate(group_count=Count("groups"))]
     context = {
         "rows": [{"group": g, "spark": spark[g.pk]} for g in page],
         "page": page,
@@ -900,7 +902,8 @@ def spend(request: HttpRequest) -> HttpResponse:
     today = timezone.now().date()
     start = today - timedelta(days=days - 1)
     rows = (
-        everyday_runs().filter(created_at__date__gte=start)
+        everyday_runs()
+        .filter(created_at__date__gte=start)
         .annotate(day=TruncDate("created_at"))
         .values("day", "agent__name")
         .annotate(cost=Sum("cost_usd"), runs=Count("id"))
@@ -918,11 +921,7 @@ def spend(request: HttpRequest) -> HttpResponse:
 
     # Each agent's own daily cap, drawn in its colour: the cap is per agent, so a sum of caps
     # would hide an agent over its cap behind another one under its own.
-    caps = {
-        name: cap
-        for name, cap in Policy.objects.exclude(agent__slug=_drill_slug()).values_list("agent__name", "daily_max_cost_usd")
-        if cap
-    }
+    caps = {name: cap for name, cap in Policy.objects.exclude(agent__slug=_drill_slug()).values_list("agent__name", "daily_max_cost_usd") if cap}
     for name in sorted(caps):
         if name not in colours:
             colours[name] = PALETTE[len(colours) % len(PALETTE)]
@@ -932,8 +931,7 @@ def spend(request: HttpRequest) -> HttpResponse:
     in_scale = [cap for cap in caps.values() if not highest or cap <= highest * 4]
     peak = max([highest, *in_scale], default=Decimal("0")) or Decimal("1")
     cap_lines = [
-        {"agent": name, "cap": cap, "pct": float(cap / peak * 100), "colour": colours[name], "above": cap > peak}
-        for name, cap in sorted(caps.items())
+        {"agent": name, "cap": cap, "pct": float(cap / peak * 100), "colour": colours[name], "above": cap > peak} for name, cap in sorted(caps.items())
     ]
     columns = []
     for i in range(days):
@@ -947,7 +945,12 @@ def spend(request: HttpRequest) -> HttpResponse:
     period_runs = everyday_runs().filter(created_at__date__gte=start)
     per_agent_rows = (
         period_runs.values("agent__name")
-        .annotate(cost=Sum("cost_usd"), runs=Count("id"), turns=Sum("model_calls"), tokens=Sum("input_tokens") + Sum("output_tokens") + Sum("cache_read_tokens") + Sum("cache_write_tokens"))
+        .annotate(
+            cost=Sum("cost_usd"),
+            runs=Count("id"),
+            turns=Sum("model_calls"),
+            tokens=Sum("input_tokens") + Sum("output_tokens") + Sum("cache_read_tokens") + Sum("cache_write_tokens"),
+        )
         .order_by("-cost")
     )
     today_cost = dict(everyday_runs().filter(created_at__date=today).values_list("agent__name").annotate(c=Sum("cost_usd")))
@@ -956,15 +959,24 @@ def spend(request: HttpRequest) -> HttpResponse:
         name, cost = row["agent__name"], row["cost"] or Decimal("0")
         cap = caps.get(name)
         spent_today = today_cost.get(name) or Decimal("0")
-        per_agent.append({
-            "agent": name, "colour": colours.get(name, PALETTE[-1]), "cost": cost, "runs": row["runs"], "turns": row["turns"] or 0, "tokens": row["tokens"] or 0,
-            "per_run": cost / row["runs"] if row["runs"] else None, "per_turn": cost / row["turns"] if row["turns"] else None,
-            "cap": cap, "today": spent_today, "today_pct": float(spent_today / cap * 100) if cap else None,
-            "days_over": sum(1 for day_costs in by_day.values() if cap and day_costs.get(name, Decimal("0")) > cap),
-        })
+        per_agent.append(
+            {
+                "agent": name,
+                "colour": colours.get(name, PALETTE[-1]),
+                "cost": cost,
+                "runs": row["runs"],
+                "turns": row["turns"] or 0,
+                "tokens": row["tokens"] or 0,
+                "per_run": cost / row["runs"] if row["runs"] else None,
+                "per_turn": cost / row["turns"] if row["turns"] else None,
+                "cap": cap,
+                "today": spent_today,
+                "today_pct": float(spent_today / cap * 100) if cap else None,
+                "days_over": sum(1 for day_costs in by_day.values() if cap and day_costs.get(name, Decimal("0")) > cap),
+            }
+        )
     models = (
-        period_runs
-        .values("model")
+        period_runs.values("model")
         .annotate(
             runs=Count("id"),
             input_tokens=Sum("input_tokens"),
@@ -982,16 +994,24 @@ def spend(request: HttpRequest) -> HttpResponse:
     top_run_ids = list(period_runs.filter(cost_usd__gt=0).order_by("-cost_usd").values_list("id", flat=True)[:50])
     costly_steps = list(
         Step.objects.filter(run_id__in=top_run_ids, kind=StepKind.MODEL_CALL, cost_usd__gt=0)
-        .select_related("run__agent").order_by("-cost_usd", "run_id", "seq")[:10]
+        .select_related("run__agent")
+        .order_by("-cost_usd", "run_id", "seq")[:10]
     )
     grand_total = sum(totals.values(), Decimal("0"))
     return render(
         request,
         "dashboard/spend.html",
         {
-            "days": days, "columns": columns, "peak": peak, "legend": sorted((n, c) for n, c in colours.items() if n in agent_names or n in caps),
-            "models": list(models), "grand_total": grand_total, "cap_lines": cap_lines, "per_agent": per_agent,
-            "costly_runs": costly_runs, "costly_steps": costly_steps,
+            "days": days,
+            "columns": columns,
+            "peak": peak,
+            "legend": sorted((n, c) for n, c in colours.items() if n in agent_names or n in caps),
+            "models": list(models),
+            "grand_total": grand_total,
+            "cap_lines": cap_lines,
+            "per_agent": per_agent,
+            "costly_runs": costly_runs,
+            "costly_steps": costly_steps,
         },
     )
 
@@ -1033,4 +1053,3 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponseRedirect:
     services.api_token_revoke(token=token, actor=request.user)
     messages.success(request, f"Revoked {token.name}.")
     return redirect("dashboard:tokens")
-

@@ -30,7 +30,9 @@ def make_agent(db: Any) -> Callable[..., Any]:
 
     counter = iter(range(1, 10_000))
 
-    def make(*, script: list[dict] | None = None, grants: dict[str, dict] | None = None, trust_phase: int = 1, policy: dict | None = None, **fields: Any) -> Agent:
+    def make(
+        *, script: list[dict] | None = None, grants: dict[str, dict] | None = None, trust_phase: int = 1, policy: dict | None = None, **fields: Any
+    ) -> Agent:
         n = next(counter)
         config = fields.pop("config", {"planner": "scripted", "script": script or []})
         agent = Agent.objects.create(

@@ -78,4 +78,3 @@ def test_no_secret_leaves_in_an_email_or_a_slack_message(db, notifying, settings
     sent = mail.outbox[0].subject + mail.outbox[0].body + notifying[0]["text"]
     assert own not in sent and stripe not in sent and stripe[8:] not in sent
     assert "[REDACTED]" in mail.outbox[0].body and "[REDACTED]" in notifying[0]["text"]
-

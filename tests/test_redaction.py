@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import pytest
 
-from agentops.redaction import REDACTED, RedactingFilter, contains_secret, redact, redact_text
+from agentops.redaction import REDACTED, contains_secret, redact, redact_text
 
 ROOT = Path(__file__).resolve().parents[1]
 UPPER_DIGITS = string.ascii_uppercase + string.digits
@@ -80,7 +80,10 @@ def shapes() -> dict[str, tuple[str, str]]:
     cases["base64-encoded private key"] = (f"PRIVATE_KEY_B64={encoded}", encoded)
     wrapped = base64.encodebytes(key.encode()).decode()
     cases["base64-encoded private key wrapped at 76 columns"] = (f"key: |\n{wrapped}", wrapped.split("\n")[3])
-    cases["aws secret access key url-encoded in a query string"] = (f"https://x.example/cb?aws_secret_access_key={quote(secret, safe='')}&region=eu", quote(secret, safe=""))
+    cases["aws secret access key url-encoded in a query string"] = (
+        f"https://x.example/cb?aws_secret_access_key={quote(secret, safe='')}&region=eu",
+        quote(secret, safe=""),
+    )
     stripe = "sk_" + "live_" + rnd(ALNUM, 24)
     basic = base64.b64encode(f"{stripe}:".encode()).decode()
     cases["stripe key inside a basic-auth header"] = (f"Authorization: Basic {basic}", basic)
@@ -203,7 +206,7 @@ def test_it_redacts_the_webhook_secrets_of_error_projects(db):
         'COUNTERS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")',
         "data:text/plain;base64," + base64.b64encode(b"hello, this is an ordinary sentence of text").decode(),
         "https://github.com/acme/shop/pull/42 and git@github.com:acme/shop.git",
-        'sha256:' + "ab" * 32,
+        "sha256:" + "ab" * 32,
         "Pool size is configured via POOL_SIZE (default 25); see settings.py.",
         'url = f"postgres://app:{password}@db/app"  # or ${DB_PASSWORD}, never ***',
     ],

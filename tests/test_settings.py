@@ -86,7 +86,13 @@ def test_a_bad_redis_url_stops_start_up():
 
 def test_redis_url_switches_the_channel_layer_and_the_broker():
     code = "import django; django.setup(); from django.conf import settings as s; print(s.CHANNEL_LAYERS['default']['BACKEND'], 'redis' in s.Q_CLUSTER, 'orm' in s.Q_CLUSTER)"
-    clean = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "DJANGO_SETTINGS_MODULE": "agentops.settings", "DEBUG": "1", "AGENTOPS_DATA_DIR": "/tmp/agentops-settings-test"}
+    clean = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/tmp",
+        "DJANGO_SETTINGS_MODULE": "agentops.settings",
+        "DEBUG": "1",
+        "AGENTOPS_DATA_DIR": "/tmp/agentops-settings-test",
+    }
     with_redis = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**clean, "REDIS_URL": "redis://127.0.0.1:6379/0"}, capture_output=True, text=True)
     assert with_redis.stdout.split() == ["channels_redis.core.RedisChannelLayer", "True", "False"], with_redis.stderr
     without = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True)
@@ -104,14 +110,28 @@ def test_schema_commands_run_without_a_secret_key_but_others_do_not():
 def _settings_json(env: dict[str, str], names: list[str]) -> dict:
     import json
 
-    code = "import json, django; django.setup(); from django.conf import settings as s; print(json.dumps({n: getattr(s, n, None) for n in %r}, default=str))" % names
+    code = (
+        "import json, django; django.setup(); from django.conf import settings as s; print(json.dumps({n: getattr(s, n, None) for n in %r}, default=str))"
+        % names
+    )
     clean = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "DJANGO_SETTINGS_MODULE": "agentops.settings", "AGENTOPS_DATA_DIR": "/tmp/agentops-settings-test", **env}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-SECURITY = ["SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "X_FRAME_OPTIONS", "SECURE_CONTENT_TYPE_NOSNIFF", "SECURE_REFERRER_POLICY", "SESSION_COOKIE_HTTPONLY", "CONTENT_SECURITY_POLICY", "MIDDLEWARE"]
+SECURITY = [
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "X_FRAME_OPTIONS",
+    "SECURE_CONTENT_TYPE_NOSNIFF",
+    "SECURE_REFERRER_POLICY",
+    "SESSION_COOKIE_HTTPONLY",
+    "CONTENT_SECURITY_POLICY",
+    "MIDDLEWARE",
+]
 
 
 def test_production_settings_make_cookies_secure_and_send_hsts_and_a_strict_policy():

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import pytest
 
 from agentops.runs.models import Step
-from tests.triggers.factories import bubblewrap  # noqa: F401  fixture
 from agentops.verification import (
     changed_lines,
     collection_tricks,
@@ -19,9 +18,10 @@ from agentops.verification import (
     gate_diff_limits,
     gate_secrets,
     is_test_file,
-    weakened_tests,
     verify_change,
+    weakened_tests,
 )
+from tests.triggers.factories import bubblewrap  # noqa: F401  fixture
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "checkout-service"
 
@@ -83,7 +83,7 @@ def test_test_files_are_recognised():
     assert not is_test_file("checkout/db.py") and not is_test_file("tests/conftest.py") and not is_test_file("tests/__init__.py")
 
 
-OLD = '''
+OLD = """
 import pytest
 
 def test_total():
@@ -93,7 +93,7 @@ def test_total():
 class TestPool:
     def test_size(self):
         self.assertEqual(size(), 10)
-'''
+"""
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,9 @@ def test_weakened_tests_are_caught(new, problem):
 
 
 def test_strengthened_or_new_tests_pass():
-    stronger = OLD.replace("    assert total(1) == 4\n", "    assert total(1) == 4\n    assert total(2) == 5\n") + "\ndef test_more():\n    assert total(0) == 0\n"
+    stronger = (
+        OLD.replace("    assert total(1) == 4\n", "    assert total(1) == 4\n    assert total(2) == 5\n") + "\ndef test_more():\n    assert total(0) == 0\n"
+    )
     assert weakened_tests("tests/test_x.py", OLD, stronger) == []
     assert weakened_tests("tests/test_new.py", None, "def test_a():\n    assert total(1) == 4\n") == []
     assert weakened_tests("tests/test_x.py", OLD, OLD.replace("== 3", "== 3  # total of the cart")) == []
@@ -149,7 +151,7 @@ def checkout_repo(tmp_path):
     return str(path)
 
 
-FIX = (EXAMPLE.parent / "scripts" / "debugging-agent.yaml")
+FIX = EXAMPLE.parent / "scripts" / "debugging-agent.yaml"
 
 
 def fixed_diff(repo: str, mutate) -> str:

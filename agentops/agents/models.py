@@ -31,9 +31,7 @@ class Agent(models.Model):
     paused = models.BooleanField(default=False)
     paused_reason = models.TextField(blank=True)
     paused_at = models.DateTimeField(null=True, blank=True)
-    paused_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    paused_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -21,9 +21,21 @@ Actor = AbstractBaseUser | str | None
 
 AGENT_FIELDS = ("name", "objective", "model", "trust_phase")
 POLICY_FIELDS = (
-    "max_tokens", "max_cost_usd", "max_tool_calls", "max_iterations", "max_wall_clock_s",
-    "alarm_tokens", "alarm_cost_usd", "alarm_tool_calls", "alarm_iterations", "alarm_wall_clock_s",
-    "daily_max_runs", "daily_max_cost_usd", "daily_action_caps", "rate_limit_per_minute", "approval_timeout_s",
+    "max_tokens",
+    "max_cost_usd",
+    "max_tool_calls",
+    "max_iterations",
+    "max_wall_clock_s",
+    "alarm_tokens",
+    "alarm_cost_usd",
+    "alarm_tool_calls",
+    "alarm_iterations",
+    "alarm_wall_clock_s",
+    "daily_max_runs",
+    "daily_max_cost_usd",
+    "daily_action_caps",
+    "rate_limit_per_minute",
+    "approval_timeout_s",
 )
 # Changing these means a person chose the cost budget: history-based defaults stop applying.
 PERSON_BUDGET_FIELDS = ("max_cost_usd", "alarm_cost_usd")
@@ -145,9 +157,7 @@ def agent_apply(spec: dict[str, Any], *, actor: Actor) -> tuple[Agent, str, bool
     wanted = {g["tool"]: g for g in spec.get("tools", [])}
     agent.grants.exclude(tool__in=wanted).delete()
     for name, grant in wanted.items():
-        ToolGrant.objects.update_or_create(
-            agent=agent, tool=name, defaults={"scope": grant.get("scope", {}), "approval": grant.get("approval", "default")}
-        )
+        ToolGrant.objects.update_or_create(agent=agent, tool=name, defaults={"scope": grant.get("scope", {}), "approval": grant.get("approval", "default")})
     triggers = {t["name"]: t for t in spec.get("triggers", [])}
     agent.triggers.exclude(name__in=triggers).delete()
     for name, trigger in triggers.items():
@@ -203,6 +213,7 @@ def grant_scope_errors(tool_name: str, scope: Any) -> list[str]:
 def grant_save(*, agent: Agent, actor: Actor, tool: str, scope: dict[str, Any], approval: str, grant: ToolGrant | None = None) -> ToolGrant:
     """Create or change a tool grant. The scope must satisfy the tool's scope schema, and an
     irreversible tool can never be set to act without a person."""
+
     def change(spec: dict[str, Any]) -> None:
         others = [g for g in spec["tools"] if g["tool"] != (grant.tool if grant else tool)]
         spec["tools"] = [*others, {"tool": tool, "scope": scope, "approval": approval}]

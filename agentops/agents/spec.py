@@ -230,7 +230,10 @@ def agent_errors(agent: Any, where: str = "") -> list[str]:
     if errors:
         return errors
     validator = jsonschema.Draft202012Validator(AGENT_SCHEMA)
-    errors = [f"{at(_path(list(e.absolute_path)) if e.absolute_path else '')}: {e.message}" for e in sorted(validator.iter_errors(agent), key=lambda e: list(map(str, e.absolute_path)))]
+    errors = [
+        f"{at(_path(list(e.absolute_path)) if e.absolute_path else '')}: {e.message}"
+        for e in sorted(validator.iter_errors(agent), key=lambda e: list(map(str, e.absolute_path)))
+    ]
     if errors:
         return errors
     try:
@@ -394,9 +397,7 @@ def export_agent(agent: Agent) -> dict[str, Any]:
         "config": agent.config,
         "policy": policy_dict,
         "tools": [{"tool": g.tool, "scope": g.scope, "approval": g.approval} for g in agent.grants.order_by("tool")],
-        "triggers": [
-            {"name": t.name, "kind": t.kind, "rules": t.rules, "enabled": t.enabled} for t in agent.triggers.order_by("name")
-        ],
+        "triggers": [{"name": t.name, "kind": t.kind, "rules": t.rules, "enabled": t.enabled} for t in agent.triggers.order_by("name")],
     }
 
 

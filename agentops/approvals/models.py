@@ -28,9 +28,7 @@ class Approval(models.Model):
     requested_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     decided_at = models.DateTimeField(null=True, blank=True)
-    decided_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     decided_by_label = models.CharField(max_length=150, blank=True)
     comment = RedactedTextField(blank=True)
 
@@ -42,8 +40,7 @@ class Approval(models.Model):
             models.UniqueConstraint(fields=["run", "tool_call_id"], name="one_approval_per_tool_call"),
             # Decided exactly once: a pending approval has no decision; a decided one has its time.
             models.CheckConstraint(
-                condition=(models.Q(status="pending", decided_at__isnull=True))
-                | (~models.Q(status="pending") & models.Q(decided_at__isnull=False)),
+                condition=(models.Q(status="pending", decided_at__isnull=True)) | (~models.Q(status="pending") & models.Q(decided_at__isnull=False)),
                 name="approval_decision_consistent",
             ),
         ]

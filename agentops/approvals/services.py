@@ -96,7 +96,9 @@ def approval_decide(*, approval: Approval, actor: Actor, approve: bool, comment:
         if won:
             approval.refresh_from_db()
             _after_decision(approval)
-            audit_record(actor=actor, action=f"approval.{status}", target=approval, after={"tool": approval.tool, "arguments": approval.arguments}, detail=comment)
+            audit_record(
+                actor=actor, action=f"approval.{status}", target=approval, after={"tool": approval.tool, "arguments": approval.arguments}, detail=comment
+            )
             return approval
     approval.refresh_from_db()
     if approval.status == ApprovalStatus.PENDING:

@@ -115,9 +115,7 @@ class Forge(ABC):
             raise ProtectedBranchError(f"refusing to push to the protected branch {branch!r}")
 
     @abstractmethod
-    def open_pull_request(
-        self, repo: str, branch: str, base: str, title: str, body: str, draft: bool, *, run: Any = None
-    ) -> PullRequestInfo: ...
+    def open_pull_request(self, repo: str, branch: str, base: str, title: str, body: str, draft: bool, *, run: Any = None) -> PullRequestInfo: ...
 
     @abstractmethod
     def comment(self, repo: str, number: int, body: str) -> str:

@@ -39,8 +39,16 @@ def default_clone_url(base_url: str) -> str:
 class GitHubForge(Forge):
     kind = "github"
 
-    def __init__(self, *, token: str, base_url: str = "https://api.github.com", mirror_root: str | Path | None = None,
-                 clone_url: str | None = None, fast: bool = False, timeout: int = 15) -> None:
+    def __init__(
+        self,
+        *,
+        token: str,
+        base_url: str = "https://api.github.com",
+        mirror_root: str | Path | None = None,
+        clone_url: str | None = None,
+        fast: bool = False,
+        timeout: int = 15,
+    ) -> None:
         if not token:
             raise ForgeError("GITHUB_TOKEN is not set: the GitHub forge cannot act")
         self.token = token
@@ -88,8 +96,7 @@ class GitHubForge(Forge):
         if url.startswith("https://"):
             # The token travels in the environment, never on the command line or in the remote URL.
             basic = base64.b64encode(f"x-access-token:{self.token}".encode()).decode()
-            env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+            env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader", "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
         if (dest / "HEAD").exists():
             args = ["git", "-C", str(dest), "fetch", "-q", "--prune", "origin", "+refs/heads/*:refs/heads/*"]
         else:
@@ -108,8 +115,17 @@ class GitHubForge(Forge):
     @staticmethod
     def _info(pr: Any) -> PullRequestInfo:
         state = "merged" if pr.merged else pr.state
-        return PullRequestInfo(number=pr.number, url=pr.html_url, title=pr.title, branch=pr.head.ref, base=pr.base.ref,
-                               draft=bool(pr.draft), status=state, head_sha=pr.head.sha, extra={"forge": "github"})
+        return PullRequestInfo(
+            number=pr.number,
+            url=pr.html_url,
+            title=pr.title,
+            branch=pr.head.ref,
+            base=pr.base.ref,
+            draft=bool(pr.draft),
+            status=state,
+            head_sha=pr.head.sha,
+            extra={"forge": "github"},
+        )
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -125,8 +141,7 @@ class GitHubForge(Forge):
                 branch_ref, parent_sha = None, base_sha
             parent = base_commit if parent_sha == base_sha else r.get_git_commit(parent_sha)
             elements = [
-                InputGitTreeElement(path, "100644", "blob", sha=None) if content is None
-                else InputGitTreeElement(path, "100644", "blob", content=content)
+                InputGitTreeElement(path, "100644", "blob", sha=None) if content is None else InputGitTreeElement(path, "100644", "blob", content=content)
                 for path, content in sorted(changes.files.items())
             ]
             tree = r.create_git_tree(elements, base_commit.tree)

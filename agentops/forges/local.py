@@ -59,8 +59,9 @@ def _identity(name: str, email: str) -> list[str]:
     return ["-c", f"user.name={name}", "-c", f"user.email={email}", "-c", "commit.gpgsign=false"]
 
 
-def local_repo_create(name: str, source: str | Path, *, default_branch: str = "main", protected: list[str] | None = None,
-                      message: str = "Initial commit") -> Path:
+def local_repo_create(
+    name: str, source: str | Path, *, default_branch: str = "main", protected: list[str] | None = None, message: str = "Initial commit"
+) -> Path:
     """Create the bare repository `name` from the files of directory `source` (once: an existing
     repository is left untouched). Returns its path."""
     path = repo_path(name)
@@ -102,8 +103,7 @@ def _diff(repo: Path, base: str, branch: str) -> str:
 
 def changed_lines_of(diff: str) -> int:
     return sum(
-        1 for line in diff.splitlines()
-        if (line.startswith("+") and not line.startswith("+++")) or (line.startswith("-") and not line.startswith("---"))
+        1 for line in diff.splitlines() if (line.startswith("+") and not line.startswith("+++")) or (line.startswith("-") and not line.startswith("---"))
     )
 
 
@@ -122,8 +122,14 @@ def pull_request_url(pr: PullRequest) -> str:
 
 def _info(pr: PullRequest) -> PullRequestInfo:
     return PullRequestInfo(
-        number=pr.number, url=pull_request_url(pr), title=pr.title, branch=pr.branch, base=pr.base,
-        draft=pr.draft, status=pr.status, head_sha=pr.head_sha,
+        number=pr.number,
+        url=pull_request_url(pr),
+        title=pr.title,
+        branch=pr.branch,
+        base=pr.base,
+        draft=pr.draft,
+        status=pr.status,
+        head_sha=pr.head_sha,
         extra={"id": pr.pk, "forge": "local", "repo": pr.repo, "changed_lines": pr.changed_lines},
     )
 
@@ -202,8 +208,15 @@ class LocalForge(Forge):
         diff = _diff(path, base, branch)
         if not diff.strip():
             raise ForgeError(f"branch {branch!r} has no changes relative to {base!r}")
-        fields = {"title": title[:300], "body": body, "head_sha": head, "base_sha": base_sha, "diff": diff,
-                  "changed_lines": changed_lines_of(diff), "draft": draft}
+        fields = {
+            "title": title[:300],
+            "body": body,
+            "head_sha": head,
+            "base_sha": base_sha,
+            "diff": diff,
+            "changed_lines": changed_lines_of(diff),
+            "draft": draft,
+        }
         existing = PullRequest.objects.filter(repo=repo, branch=branch, status=PullRequestStatus.OPEN).first()
         if existing is not None:
             for key, value in fields.items():
@@ -214,8 +227,7 @@ class LocalForge(Forge):
             number = (PullRequest.objects.filter(repo=repo).aggregate(n=Max("number"))["n"] or 0) + 1
             try:
                 with transaction.atomic():
-                    pr = PullRequest.objects.create(repo=repo, number=number, branch=branch, base=base, run=run,
-                                                    author_label=self.actor, **fields)
+                    pr = PullRequest.objects.create(repo=repo, number=number, branch=branch, base=base, run=run, author_label=self.actor, **fields)
                 break
             except IntegrityError:
                 existing = PullRequest.objects.filter(repo=repo, branch=branch, status=PullRequestStatus.OPEN).first()
@@ -262,8 +274,18 @@ def pull_request_merge(*, pr: PullRequest, actor: Actor) -> str:
                 raise MergeError(f"branch {locked.branch!r} no longer exists")
             git("-c", "advice.detachedHead=false", "checkout", "-q", "--detach", f"refs/remotes/origin/{locked.base}", cwd=work)
             message = f"Merge pull request #{locked.number} from {locked.branch}\n\n{locked.title}"
-            merged = git(*_identity(MERGER_NAME, MERGER_EMAIL), "merge", "-q", "--no-ff", "--no-edit", "-m", message,
-                         f"refs/remotes/origin/{locked.branch}", cwd=work, check=False)
+            merged = git(
+                *_identity(MERGER_NAME, MERGER_EMAIL),
+                "merge",
+                "-q",
+                "--no-ff",
+                "--no-edit",
+                "-m",
+                message,
+                f"refs/remotes/origin/{locked.branch}",
+                cwd=work,
+                check=False,
+            )
             if merged.returncode != 0:
                 raise MergeError(f"pull request #{locked.number} does not merge cleanly into {locked.base}: {(merged.stdout + merged.stderr).strip()[-500:]}")
             sha = git("rev-parse", "HEAD", cwd=work).stdout.strip()

@@ -59,7 +59,11 @@ def _git(*args: str, cwd: str | Path, home: str, input_text: str | None = None, 
     }
     proc = subprocess.run(
         ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.symlinks=false", "-c", "core.quotepath=off", *args],
-        cwd=cwd, env=env, capture_output=True, timeout=120, check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
         input=input_text.encode() if input_text is not None else None,
     )
     if check and proc.returncode != 0:
@@ -93,7 +97,7 @@ def _cat_blobs(base: str, paths: list[str], *, cwd: str, home: str) -> dict[str,
         pos = end + 1
         if len(header) == 3 and header[1] == "blob":
             size = int(header[2])
-            blobs[path] = out[pos:pos + size]
+            blobs[path] = out[pos : pos + size]
             pos += size + 1
         else:
             blobs[path] = None

@@ -66,8 +66,7 @@ class Verification:
 
     @property
     def passed(self) -> bool:
-        return (bool(self.gates) and all(g.passed for g in self.gates) and any(g.name == "tests_pass" for g in self.gates)
-                and self.changes is not None)
+        return bool(self.gates) and all(g.passed for g in self.gates) and any(g.name == "tests_pass" for g in self.gates) and self.changes is not None
 
     def failures(self) -> list[GateResult]:
         return [g for g in self.gates if not g.passed]
@@ -85,8 +84,7 @@ class Verification:
 
 
 def gate_secrets(diff: str, text: str, message: str = "") -> GateResult:
-    found = [what for what, value in (("diff", diff), ("pull request text", text), ("commit message", message))
-             if value and contains_secret(value)]
+    found = [what for what, value in (("diff", diff), ("pull request text", text), ("commit message", message)) if value and contains_secret(value)]
     if found:
         return GateResult("secrets", False, f"a secret (token, key or configured secret value) appears in the {' and '.join(found)}; remove it")
     return GateResult("secrets", True, "no secret in the diff, the text or the commit message")
@@ -109,8 +107,9 @@ def gate_diff_limits(diff: str, policy: Any, *, approved: bool) -> GateResult:
     return GateResult("diff_limits", True, f"{lines} changed lines in {len(paths)} file(s), limit {policy.max_diff_lines}{note}")
 
 
-def gate_change(diff: str, *, repo_source: str, ref: str, policy: Any, approved: bool,
-                allowed_paths: list[str] | None) -> tuple[GateResult, Materialized | None]:
+def gate_change(
+    diff: str, *, repo_source: str, ref: str, policy: Any, approved: bool, allowed_paths: list[str] | None
+) -> tuple[GateResult, Materialized | None]:
     problems = mode_problems(diff)
     if problems:
         return GateResult("change", False, "; ".join(problems)), None
@@ -129,9 +128,10 @@ def gate_change(diff: str, *, repo_source: str, ref: str, policy: Any, approved:
     if protected and not approved:
         return GateResult("change", False, f"touches protected paths {protected}: needs a person's approval"), None
     counts = {s: sum(1 for e in change.entries if e.status == s) for s in "AMD"}
-    detail = (f"{len(paths)} file(s) as published ({counts['A']} added, {counts['M']} changed, {counts['D']} deleted), "
-              f"tree {change.tree[:12]} on base {change.base[:12]}; regular files only"
-              + ("; within the write grants" if allowed_paths is not None else ""))
+    detail = (
+        f"{len(paths)} file(s) as published ({counts['A']} added, {counts['M']} changed, {counts['D']} deleted), "
+        f"tree {change.tree[:12]} on base {change.base[:12]}; regular files only" + ("; within the write grants" if allowed_paths is not None else "")
+    )
     return GateResult("change", True, detail, evidence={"tree": change.tree, "base": change.base, "paths": paths}), change
 
 
@@ -154,14 +154,14 @@ def _record(run: Any, gate: GateResult, lease_owner: str | None) -> None:
     step_record(run=run, kind=StepKind.GATE, payload=payload, lease_owner=lease_owner)
 
 
-def _run_pytest(sandbox: Any, command: str, name: str, *, emit: Callable[[str], None] | None,
-                cancel_check: Callable[[], bool] | None) -> tuple[Any, Report]:
+def _run_pytest(sandbox: Any, command: str, name: str, *, emit: Callable[[str], None] | None, cancel_check: Callable[[], bool] | None) -> tuple[Any, Report]:
     """Run the test command with pytest writing its JUnit report to a fresh, unguessable path outside
     the workspace (PYTEST_ADDOPTS reaches pytest however the command starts it); read the report."""
     folder = f"$HOME/.agentops-gate-{name}"
     report = f"{folder}/report.xml"
-    script = (f'rm -rf "{folder}" && mkdir -m 700 "{folder}" || exit 97; '
-              f'export {TEST_ENV} PYTEST_ADDOPTS="--junitxml={report} -o junit_family=xunit2"; {command}')
+    script = (
+        f'rm -rf "{folder}" && mkdir -m 700 "{folder}" || exit 97; export {TEST_ENV} PYTEST_ADDOPTS="--junitxml={report} -o junit_family=xunit2"; {command}'
+    )
     executed = sandbox.exec(script, on_output=emit, cancel_check=cancel_check)
     if executed.cancelled or executed.timed_out:
         return executed, Report(error="the run did not finish")
@@ -175,9 +175,11 @@ def _workspace_evidence(sandbox: Any, tree: str) -> tuple[list[str], list[str]]:
     """(files the test run modified or deleted, files it added), against the tree it was given.
 
     Read with a throw-away index, so a test run that staged or unstaged files changes nothing here."""
-    script = ('idx=$(mktemp /tmp/agentops-index.XXXXXX) || exit 1; export GIT_INDEX_FILE="$idx"; '
-              f'git read-tree {tree} && git add -A . && git -c core.quotepath=off diff --cached --name-status --no-renames -z {tree}; '
-              'code=$?; rm -f "$idx"; exit $code')
+    script = (
+        'idx=$(mktemp /tmp/agentops-index.XXXXXX) || exit 1; export GIT_INDEX_FILE="$idx"; '
+        f"git read-tree {tree} && git add -A . && git -c core.quotepath=off diff --cached --name-status --no-renames -z {tree}; "
+        'code=$?; rm -f "$idx"; exit $code'
+    )
     status = sandbox.exec(["/bin/sh", "-c", script], timeout=120)
     if status.exit_code != 0:
         return [f"(the workspace could not be read after the run: {status.output[-200:]})"], []
@@ -210,8 +212,17 @@ def _fixed_by_editing_the_test(baseline: Report, after: Report, intact: IntactRe
     return problems
 
 
-def _gate_tests_pass(sandbox: Any, *, diff: str, change: Materialized, command: str, emit: Callable[[str], None] | None,
-                     cancel_check: Callable[[], bool] | None, result: Verification, intact: IntactReport) -> GateResult:
+def _gate_tests_pass(
+    sandbox: Any,
+    *,
+    diff: str,
+    change: Materialized,
+    command: str,
+    emit: Callable[[str], None] | None,
+    cancel_check: Callable[[], bool] | None,
+    result: Verification,
+    intact: IntactReport,
+) -> GateResult:
     flags: list[str] = []
     if sandbox.base_commit != change.base:
         return GateResult("tests_pass", False, f"the gate sandbox is at {sandbox.base_commit[:12]}, not the base {change.base[:12]}")
@@ -232,14 +243,19 @@ def _gate_tests_pass(sandbox: Any, *, diff: str, change: Materialized, command: 
             return GateResult("tests_pass", False, f"could not reset the gate sandbox after the base run: {reset.output[-300:]}")
     sandbox.write_file(".agentops-gate.patch", diff if diff.endswith("\n") else diff + "\n")
     # The refresh: a fresh clone's index may hold stale stat data, which `apply --index` takes for edits.
-    applied = sandbox.exec("git update-index -q --refresh >/dev/null 2>&1; "
-                           "git apply --index --whitespace=nowarn .agentops-gate.patch; code=$?; rm -f .agentops-gate.patch; "
-                           "[ $code -eq 0 ] && git write-tree; exit $code", timeout=120)
+    applied = sandbox.exec(
+        "git update-index -q --refresh >/dev/null 2>&1; "
+        "git apply --index --whitespace=nowarn .agentops-gate.patch; code=$?; rm -f .agentops-gate.patch; "
+        "[ $code -eq 0 ] && git write-tree; exit $code",
+        timeout=120,
+    )
     if applied.exit_code != 0:
         return GateResult("tests_pass", False, f"the diff does not apply to a fresh clone of {change.base[:12]}: {applied.output[-500:]}")
     tree = applied.output.strip().splitlines()[-1:] or [""]
     if tree[0] != change.tree:
-        return GateResult("tests_pass", False, f"the gate sandbox holds tree {tree[0][:12]}, not the change's {change.tree[:12]}: refusing to judge another tree")
+        return GateResult(
+            "tests_pass", False, f"the gate sandbox holds tree {tree[0][:12]}, not the change's {change.tree[:12]}: refusing to judge another tree"
+        )
     if emit:
         emit("[gate] the tests on the change\n")
     if pytest:
@@ -350,14 +366,12 @@ def verify_change(
     limits = SandboxLimits.from_policy(policy)
     # A fresh clone of the trusted base: nothing of the agent's workspace (or of a previous gate run) is in it.
     try:
-        sandbox = create_sandbox(run_id=f"{run.pk}-gate", repo=repo_source, ref=change.base, limits=limits,
-                                 image=(agent.config or {}).get("sandbox_image"))
+        sandbox = create_sandbox(run_id=f"{run.pk}-gate", repo=repo_source, ref=change.base, limits=limits, image=(agent.config or {}).get("sandbox_image"))
     except Exception as exc:  # SandboxError and kin: nothing is proven, so nothing is published
         add(GateResult("tests_pass", False, f"the gate sandbox could not be started: {str(exc)[:500]}"))
         return result
     try:
-        gate = _gate_tests_pass(sandbox, diff=diff, change=change, command=command, emit=emit, cancel_check=cancel_check,
-                                result=result, intact=intact)
+        gate = _gate_tests_pass(sandbox, diff=diff, change=change, command=command, emit=emit, cancel_check=cancel_check, result=result, intact=intact)
     except Exception as exc:  # the sandbox failed under the tests: fail closed, with the reason on record
         gate = GateResult("tests_pass", False, f"the gate sandbox failed: {str(exc)[:500]}")
     finally:

@@ -1,4 +1,4 @@
-""""Tests intact", by meaning: what a change does to the tests, read from the Python AST.
+""" "Tests intact", by meaning: what a change does to the tests, read from the Python AST.
 
 Two kinds of finding:
 - problems fail the gate: an existing test deleted, skipped or xfailed; an assertion that can no longer
@@ -24,20 +24,77 @@ _COLLECTION_TRICKS = re.compile(
     r"collect_ignore|--deselect|--ignore|addopts|norecursedirs|pytest_collection_modifyitems|python_files|python_functions"
     r"|python_classes|testpaths|confcutdir|-p\s*no:|pytest_plugins|junit"
 )
-TEST_CONFIG_FILES = {"conftest.py", "pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml", ".coveragerc", "noxfile.py",
-                     "setup.py", "__init__.py", "sitecustomize.py", "usercustomize.py"}
+TEST_CONFIG_FILES = {
+    "conftest.py",
+    "pytest.ini",
+    "tox.ini",
+    "setup.cfg",
+    "pyproject.toml",
+    ".coveragerc",
+    "noxfile.py",
+    "setup.py",
+    "__init__.py",
+    "sitecustomize.py",
+    "usercustomize.py",
+}
 _BROAD_EXCEPTIONS = {"AssertionError", "Exception", "BaseException"}
 _EXITS = {"_exit", "exit", "abort", "kill", "killpg"}
 # Calls in changed code that can fake a test run's outcome or rewrite what is on disk: these names
 # wherever they are called, ...
 _SUSPICIOUS_CALLS = {
-    "_exit", "abort", "killpg", "Popen", "check_call", "check_output", "spawnv", "spawnve", "execv", "execve", "execvp",
-    "fork", "forkpty", "rmtree", "symlink", "symlink_to", "hardlink_to", "write_text", "write_bytes", "__import__",
-    "import_module", "exec", "eval", "dup2", "chmod", "unlink", "rmdir", "copytree", "copyfile", "removedirs",
+    "_exit",
+    "abort",
+    "killpg",
+    "Popen",
+    "check_call",
+    "check_output",
+    "spawnv",
+    "spawnve",
+    "execv",
+    "execve",
+    "execvp",
+    "fork",
+    "forkpty",
+    "rmtree",
+    "symlink",
+    "symlink_to",
+    "hardlink_to",
+    "write_text",
+    "write_bytes",
+    "__import__",
+    "import_module",
+    "exec",
+    "eval",
+    "dup2",
+    "chmod",
+    "unlink",
+    "rmdir",
+    "copytree",
+    "copyfile",
+    "removedirs",
 }
 # ... and these only on a module that reaches the process or the disk (`os.remove`, not `list.remove`).
-_SUSPICIOUS_MODULE_CALLS = {"exit", "kill", "register", "system", "popen", "run", "call", "remove", "rename", "replace",
-                            "move", "copy", "copy2", "link", "truncate", "write", "writelines", "setattr", "open"}
+_SUSPICIOUS_MODULE_CALLS = {
+    "exit",
+    "kill",
+    "register",
+    "system",
+    "popen",
+    "run",
+    "call",
+    "remove",
+    "rename",
+    "replace",
+    "move",
+    "copy",
+    "copy2",
+    "link",
+    "truncate",
+    "write",
+    "writelines",
+    "setattr",
+    "open",
+}
 _PROCESS_MODULES = {"os", "sys", "shutil", "subprocess", "atexit", "signal", "pathlib", "importlib", "builtins", "io", "posix"}
 _BARE_SUSPICIOUS = {"exit", "quit", "setattr", "compile", "breakpoint"}
 # Attributes whose mere use reaches around the code under test.
@@ -58,8 +115,9 @@ _OTHER_LANGUAGE_TESTS = re.compile(r"(^test_|_test\.\w+$|[._]spec\.\w+$|\.test\.
 def in_test_tree(path: str) -> bool:
     """A file of the tests in any language: under a tests directory or named like a test."""
     parts = path.split("/")
-    return (any(p in ("tests", "test", "testing", "__tests__", "spec", "specs") for p in parts[:-1])
-            or bool(_OTHER_LANGUAGE_TESTS.search(posixpath.basename(path))))
+    return any(p in ("tests", "test", "testing", "__tests__", "spec", "specs") for p in parts[:-1]) or bool(
+        _OTHER_LANGUAGE_TESTS.search(posixpath.basename(path))
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -77,8 +135,24 @@ def _name_of(func: ast.AST) -> str:
 def _constant(node: ast.AST) -> bool:
     """True when the expression is made of literals only (its value cannot depend on the code)."""
     for child in ast.walk(node):
-        if isinstance(child, (ast.Name, ast.Attribute, ast.Call, ast.Subscript, ast.Starred, ast.NamedExpr, ast.Await,
-                              ast.Lambda, ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.DictComp, ast.JoinedStr)):
+        if isinstance(
+            child,
+            (
+                ast.Name,
+                ast.Attribute,
+                ast.Call,
+                ast.Subscript,
+                ast.Starred,
+                ast.NamedExpr,
+                ast.Await,
+                ast.Lambda,
+                ast.GeneratorExp,
+                ast.ListComp,
+                ast.SetComp,
+                ast.DictComp,
+                ast.JoinedStr,
+            ),
+        ):
             return False
     return True
 
@@ -100,8 +174,11 @@ def _truthy_constant(node: ast.AST) -> bool | None:
     if isinstance(node, ast.Compare) and len(node.ops) == 1:
         try:
             left, right = ast.literal_eval(node.left), ast.literal_eval(node.comparators[0])
-            return bool({ast.Eq: lambda: left == right, ast.NotEq: lambda: left != right, ast.Is: lambda: left is right,
-                         ast.IsNot: lambda: left is not right}.get(type(node.ops[0]), lambda: None)())
+            return bool(
+                {ast.Eq: lambda: left == right, ast.NotEq: lambda: left != right, ast.Is: lambda: left is right, ast.IsNot: lambda: left is not right}.get(
+                    type(node.ops[0]), lambda: None
+                )()
+            )
         except Exception:  # noqa: BLE001 - not plain literals, or not comparable
             return None
     try:
@@ -134,11 +211,22 @@ def tautology(test: ast.AST) -> str | None:
             return "compares a value with itself"
         if _constant(test):
             return "compares constants"
-        if (len(test.ops) == 1 and isinstance(test.ops[0], ast.GtE) and isinstance(test.left, ast.Call)
-                and _name_of(test.left.func) == "len" and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value == 0):
+        if (
+            len(test.ops) == 1
+            and isinstance(test.ops[0], ast.GtE)
+            and isinstance(test.left, ast.Call)
+            and _name_of(test.left.func) == "len"
+            and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value == 0
+        ):
             return "a length is always >= 0"
-    if isinstance(test, ast.Call) and _name_of(test.func) == "isinstance" and len(test.args) == 2 \
-            and isinstance(test.args[1], ast.Name) and test.args[1].id == "object":
+    if (
+        isinstance(test, ast.Call)
+        and _name_of(test.func) == "isinstance"
+        and len(test.args) == 2
+        and isinstance(test.args[1], ast.Name)
+        and test.args[1].id == "object"
+    ):
         return "everything is an instance of object"
     return None
 
@@ -151,8 +239,21 @@ def _call_tautology(call: ast.Call) -> str | None:
         return tautology(args[0])
     if name in ("assertFalse",) and args and _truthy_constant(args[0]) is False:
         return "asserts a false constant is false"
-    if name in ("assertEqual", "assertEquals", "assertIs", "assertLessEqual", "assertGreaterEqual", "assertCountEqual",
-                "assertAlmostEqual", "assertDictEqual", "assertListEqual") and len(args) >= 2:
+    if (
+        name
+        in (
+            "assertEqual",
+            "assertEquals",
+            "assertIs",
+            "assertLessEqual",
+            "assertGreaterEqual",
+            "assertCountEqual",
+            "assertAlmostEqual",
+            "assertDictEqual",
+            "assertListEqual",
+        )
+        and len(args) >= 2
+    ):
         if _same(args[0], args[1]):
             return "compares a value with itself"
         if _constant(args[0]) and _constant(args[1]):
@@ -349,8 +450,18 @@ def _loosened(old: ast.AST, new: ast.AST) -> str | None:
 
 
 def _op(op: ast.cmpop) -> str:
-    return {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Is: "is",
-            ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}.get(type(op), "?")
+    return {
+        ast.Eq: "==",
+        ast.NotEq: "!=",
+        ast.Lt: "<",
+        ast.LtE: "<=",
+        ast.Gt: ">",
+        ast.GtE: ">=",
+        ast.Is: "is",
+        ast.IsNot: "is not",
+        ast.In: "in",
+        ast.NotIn: "not in",
+    }.get(type(op), "?")
 
 
 def compare_test_file(path: str, old: str | None, new: str | None) -> tuple[list[str], list[str]]:
@@ -492,18 +603,27 @@ def suspicious_code(path: str, old: str | None, new: str | None) -> list[str]:
         hits: set[str] = set()
         # Names a test binds itself (locals, fixtures' results): setting their attributes is its own business.
         local_names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-        local_names |= {a.arg for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                        for a in [*n.args.args, *n.args.kwonlyargs, *n.args.posonlyargs]}
+        local_names |= {
+            a.arg
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            for a in [*n.args.args, *n.args.kwonlyargs, *n.args.posonlyargs]
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
                 name = _name_of(node.func)
                 owner = node.func.value if isinstance(node.func, ast.Attribute) else None
                 on_module = isinstance(owner, ast.Name) and owner.id in _PROCESS_MODULES
-                if name in _SUSPICIOUS_CALLS or (on_module and name in _SUSPICIOUS_MODULE_CALLS) \
-                        or (isinstance(node.func, ast.Name) and name in _BARE_SUSPICIOUS):
+                if (
+                    name in _SUSPICIOUS_CALLS
+                    or (on_module and name in _SUSPICIOUS_MODULE_CALLS)
+                    or (isinstance(node.func, ast.Name) and name in _BARE_SUSPICIOUS)
+                ):
                     hits.add(f"{name}()")
-                elif name == "open" and any(isinstance(a, ast.Constant) and isinstance(a.value, str) and set(a.value) & set("wax+")
-                                            for a in [*node.args[1:2], *(k.value for k in node.keywords if k.arg == "mode")]):
+                elif name == "open" and any(
+                    isinstance(a, ast.Constant) and isinstance(a.value, str) and set(a.value) & set("wax+")
+                    for a in [*node.args[1:2], *(k.value for k in node.keywords if k.arg == "mode")]
+                ):
                     hits.add("open() for writing")
             elif test_code and isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
                 targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
@@ -511,8 +631,12 @@ def suspicious_code(path: str, old: str | None, new: str | None) -> list[str]:
                     root = target
                     while isinstance(root, (ast.Attribute, ast.Subscript)):
                         root = root.value
-                    if isinstance(target, (ast.Attribute, ast.Subscript)) and isinstance(root, ast.Name) \
-                            and root.id not in ("self", "cls") and root.id not in local_names:
+                    if (
+                        isinstance(target, (ast.Attribute, ast.Subscript))
+                        and isinstance(root, ast.Name)
+                        and root.id not in ("self", "cls")
+                        and root.id not in local_names
+                    ):
                         hits.add(f"assigns {ast.unparse(target)[:60]} (changes imported code, not through monkeypatch)")
             elif isinstance(node, ast.Attribute) and node.attr in _SUSPICIOUS_ATTRIBUTES:
                 hits.add(f".{node.attr}")
@@ -592,12 +716,14 @@ def _changed_test_functions(path: str, old: str | None, new: str | None) -> dict
         after, _ = inventory_of_tests(new)
     except SyntaxError:
         return {}
-    return {(path, name): f"{path}::{name} itself was edited" for name, info in before.items()
-            if not info.is_class and name in after and after[name].dump != info.dump}
+    return {
+        (path, name): f"{path}::{name} itself was edited"
+        for name, info in before.items()
+        if not info.is_class and name in after and after[name].dump != info.dump
+    }
 
 
-def judge_tests_intact(diff: str, files: dict[str, str | None], old: dict[str, str | None],
-                       base_tests: dict[str, str]) -> IntactReport:
+def judge_tests_intact(diff: str, files: dict[str, str | None], old: dict[str, str | None], base_tests: dict[str, str]) -> IntactReport:
     """Everything "tests intact" says about a change whose new contents are `files` (None: deleted)."""
     report = IntactReport()
     paths = list(files)

@@ -1,4 +1,4 @@
-""""Tests pass", proven from pytest's JUnit XML report rather than from an exit code."""
+""" "Tests pass", proven from pytest's JUnit XML report rather than from an exit code."""
 
 from __future__ import annotations
 
@@ -94,8 +94,7 @@ def judge_runs(baseline: Report | None, after: Report, *, exit_code: int | None)
         skipped_now = sorted(t for t, o in baseline.outcomes.items() if o != SKIPPED and after.outcomes.get(t) == SKIPPED)
         fixed = sorted(t for t, o in baseline.outcomes.items() if o == FAILED and after.outcomes.get(t) == PASSED)
         still_failing = sorted(t for t, o in baseline.outcomes.items() if o == FAILED and after.outcomes.get(t) != PASSED)
-        evidence.update(missing=missing[:50], newly_skipped=skipped_now[:50], fixed=fixed[:50],
-                        new_tests=len(set(after.outcomes) - set(baseline.outcomes)))
+        evidence.update(missing=missing[:50], newly_skipped=skipped_now[:50], fixed=fixed[:50], new_tests=len(set(after.outcomes) - set(baseline.outcomes)))
         if missing and not after.error:
             problems.append(f"{len(missing)} test(s) that ran on the base did not run on the change (deselected or removed): {', '.join(missing[:10])}")
         if skipped_now:

@@ -36,17 +36,21 @@ class BudgetHistory:
         return self.runs >= HISTORY_MIN_RUNS
 
     def as_dict(self) -> dict[str, Any]:
-        return {"runs": self.runs, "median": self.median, "alarm": self.alarm, "hard_stop": self.hard_stop,
-                "applies": self.applies, "min_runs": HISTORY_MIN_RUNS}
+        return {
+            "runs": self.runs,
+            "median": self.median,
+            "alarm": self.alarm,
+            "hard_stop": self.hard_stop,
+            "applies": self.applies,
+            "min_runs": HISTORY_MIN_RUNS,
+        }
 
 
 def cost_history(agent: Agent | int) -> list[Decimal]:
     """Costs of the agent's most recent successful runs that cost something (a free run, scripted or
     replayed, says nothing about what a real one costs)."""
     return list(
-        Run.objects.filter(agent=agent, status=RunStatus.SUCCEEDED, cost_usd__gt=0)
-        .order_by("-finished_at")
-        .values_list("cost_usd", flat=True)[:HISTORY_SAMPLE]
+        Run.objects.filter(agent=agent, status=RunStatus.SUCCEEDED, cost_usd__gt=0).order_by("-finished_at").values_list("cost_usd", flat=True)[:HISTORY_SAMPLE]
     )
 
 

@@ -12,18 +12,17 @@ import email.utils
 import random
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import anthropic
 
-from .checks import usage_value
 from .base import ModelTurn, OnRetry, Planner, PlannerError, RetryInfo, ToolCall, setting, text_of
+from .checks import usage_value
 from .prices import UnknownModelPrice, cost_of, price_for
 
-RETRYABLE_STATUS = {408: "timeout", 429: "rate_limited", 500: "server_error", 502: "server_error",
-                    503: "server_error", 504: "server_error", 529: "overloaded"}
+RETRYABLE_STATUS = {408: "timeout", 429: "rate_limited", 500: "server_error", 502: "server_error", 503: "server_error", 504: "server_error", 529: "overloaded"}
 _AUTH_STATUS = {401, 402, 403}
 _CACHE_CONTROL = {"type": "ephemeral"}  # 5-minute TTL, priced as cache_write in prices.py
 
@@ -116,14 +115,10 @@ class AnthropicPlanner(Planner):
             if not retryable:
                 raise PlannerError(description, kind=kind, status=status, retryable=False)
             if attempt > self.max_retries:
-                raise PlannerError(
-                    f"{description} (gave up after {attempt} attempts)", kind=kind, status=status, retryable=True
-                )
+                raise PlannerError(f"{description} (gave up after {attempt} attempts)", kind=kind, status=status, retryable=True)
             wait_s = self._backoff(attempt, retry_after)
             if on_retry is not None and on_retry(RetryInfo(attempt=attempt, status=status, error=description, wait_s=wait_s)) is False:
-                raise PlannerError(
-                    f"stopped before retry {attempt} after: {description}", kind="budget_stop", status=status
-                )
+                raise PlannerError(f"stopped before retry {attempt} after: {description}", kind="budget_stop", status=status)
             self._sleep(wait_s)
 
     def _request_params(self, *, system: str, messages: list[dict], tools: list[dict], model: str, max_tokens: int) -> dict:
@@ -131,9 +126,7 @@ class AnthropicPlanner(Planner):
         if tools:
             params["tools"] = tools
         if system:
-            params["system"] = (
-                [{"type": "text", "text": system, "cache_control": _CACHE_CONTROL}] if self.cache_prompt else system
-            )
+            params["system"] = [{"type": "text", "text": system, "cache_control": _CACHE_CONTROL}] if self.cache_prompt else system
         if self.cache_prompt and messages:
             params["messages"] = _with_cache_breakpoint(messages)
         return params
@@ -264,6 +257,6 @@ def _retry_after(headers: Any) -> float | None:
             except (TypeError, ValueError):
                 return None
             if when.tzinfo is None:
-                when = when.replace(tzinfo=timezone.utc)
-            return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+                when = when.replace(tzinfo=UTC)
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
     return None

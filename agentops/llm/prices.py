@@ -161,9 +161,7 @@ def price_for(model: str) -> ModelPrice:
     try:
         return DEFAULT_PRICES[model]
     except KeyError:
-        raise UnknownModelPrice(
-            f"no price for model {model!r}; add it to AGENTOPS_MODEL_PRICES to use it"
-        ) from None
+        raise UnknownModelPrice(f"no price for model {model!r}; add it to AGENTOPS_MODEL_PRICES to use it") from None
 
 
 def cost_of(
@@ -183,10 +181,7 @@ def cost_of(
     if price.long_prompt is not None and price.long_prompt_threshold is not None and prompt > price.long_prompt_threshold:
         price = price.long_prompt
     total = (
-        input_tokens * price.input
-        + output_tokens * price.output
-        + cache_read_tokens * price.cache_read
-        + cache_write_tokens * price.cache_write
+        input_tokens * price.input + output_tokens * price.output + cache_read_tokens * price.cache_read + cache_write_tokens * price.cache_write
     ) / MILLION
     return total.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
 

@@ -38,8 +38,14 @@ from .prices import UnknownModelPrice, cost_of
 
 FINISHED_TEXT = "Script finished."
 _TURN_KEYS = {
-    "text", "tool_calls", "stop_reason", "input_tokens", "output_tokens",
-    "cache_read_tokens", "cache_write_tokens", "delay_s",
+    "text",
+    "tool_calls",
+    "stop_reason",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "delay_s",
 }
 _TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
@@ -171,9 +177,7 @@ class ScriptedPlanner(Planner):
         index = self._assistant_turns(messages)
         if index >= len(self.turns):
             if self.strict:
-                raise PlannerError(
-                    f"script exhausted: {len(self.turns)} turns, asked for turn {index + 1}", kind="script_exhausted"
-                )
+                raise PlannerError(f"script exhausted: {len(self.turns)} turns, asked for turn {index + 1}", kind="script_exhausted")
             turn: dict = {"text": FINISHED_TEXT, "stop_reason": "end_turn"}
         else:
             turn = self.turns[index]
@@ -192,9 +196,7 @@ class ScriptedPlanner(Planner):
                 arguments=copy.deepcopy(spec.get("arguments", {})),
             )
             calls.append(call)
-            content.append(
-                {"type": "tool_use", "id": call.id, "name": call.name, "input": copy.deepcopy(call.arguments)}
-            )
+            content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": copy.deepcopy(call.arguments)})
 
         tokens = {key: turn.get(key, 0) for key in _TOKEN_KEYS}
         cost = Decimal("0")

@@ -603,8 +603,14 @@ class RunLoop:
             self.record(
                 StepKind.ERROR,
                 {"kind": "abandoned_model_call", "error": f"the model call in flight was abandoned: {gone.stop.reason}", "cost_usd": str(reservation.cost_usd)},
-                counters={"cost_usd": reservation.cost_usd, "input_tokens": reservation.input_tokens, "output_tokens": reservation.output_tokens,
-                          "model_calls": 1, "iterations": 1, **reservation.release()},
+                counters={
+                    "cost_usd": reservation.cost_usd,
+                    "input_tokens": reservation.input_tokens,
+                    "output_tokens": reservation.output_tokens,
+                    "model_calls": 1,
+                    "iterations": 1,
+                    **reservation.release(),
+                },
             )
             raise gone.stop from None
         except PlannerError as exc:
@@ -657,7 +663,12 @@ class RunLoop:
         stop: StopRun | None = None
         if check.dropped:
             payload["dropped_blocks"] = check.dropped
-            items.append({"kind": StepKind.ERROR, "payload": {"kind": "unknown_content", "error": f"content blocks the API does not accept back were dropped: {check.dropped[:10]}"}})
+            items.append(
+                {
+                    "kind": StepKind.ERROR,
+                    "payload": {"kind": "unknown_content", "error": f"content blocks the API does not accept back were dropped: {check.dropped[:10]}"},
+                }
+            )
         if not usable:
             if problems:
                 kind, what = "malformed_output", "was malformed: " + "; ".join(problems[:10])
@@ -668,7 +679,12 @@ class RunLoop:
                 f"[controller] Your previous turn {what}. None of its tool calls were executed. "
                 "Answer again, shorter if it was cut off, with complete, valid tool calls."
             )[:4000]
-            items.append({"kind": StepKind.ERROR, "payload": {"kind": kind, "error": f"the model's turn {what}", "problems": problems[:20], "tool_calls_not_executed": len(check.calls)}})
+            items.append(
+                {
+                    "kind": StepKind.ERROR,
+                    "payload": {"kind": kind, "error": f"the model's turn {what}", "problems": problems[:20], "tool_calls_not_executed": len(check.calls)},
+                }
+            )
             if self.unusable_turns + 1 >= MAX_UNUSABLE_TURNS:
                 outcome = RunOutcome.MALFORMED_OUTPUT if problems else RunOutcome.TRUNCATED
                 stop = StopRun(RunStatus.FAILED, f"{MAX_UNUSABLE_TURNS} model turns in a row could not be used ({kind})", guard="model_output", outcome=outcome)
@@ -801,7 +817,9 @@ class RunLoop:
                 input_cost = cost_of(model, input_tokens, 0)
                 per_million_out = cost_of(model, 0, 1_000_000)
             except UnknownModelPrice:
-                raise StopRun(RunStatus.FAILED, f"unknown_price: no price known for model {model}: refusing to spend", guard="price", outcome=RunOutcome.ERROR) from None
+                raise StopRun(
+                    RunStatus.FAILED, f"unknown_price: no price known for model {model}: refusing to spend", guard="price", outcome=RunOutcome.ERROR
+                ) from None
             left = self.budget.max_cost_usd - self.run.cost_usd - input_cost
             affordable = int(left * 1_000_000 / per_million_out) if per_million_out > 0 else max_tokens
             if affordable < 1:
@@ -966,7 +984,9 @@ class RunLoop:
                 if self._stop_reason is None and self.wall_clock_s() >= self.budget.max_wall_clock_s:
                     cap = self.budget.max_wall_clock_s
                     self._stop_reason = StopRun(
-                        RunStatus.BUDGET_EXCEEDED, f"wall_clock_s cap reached: {cap}", guard="budget",
+                        RunStatus.BUDGET_EXCEEDED,
+                        f"wall_clock_s cap reached: {cap}",
+                        guard="budget",
                         payload={"measure": "wall_clock_s", "value": str(int(self.wall_clock_s())), "cap": str(cap), "during_tool": True},
                     )
         except Exception:
@@ -1030,7 +1050,9 @@ class RunLoop:
         self._append_result(call.id, model_text, is_error)
         self._tally(is_error, refused, effect)
         if counts_for_loops:
-            self.loops.add(Action(action_key(call.name, call.arguments), observation_hash(model_text), is_error or bool(refused), shape_key(call.name, call.arguments)))
+            self.loops.add(
+                Action(action_key(call.name, call.arguments), observation_hash(model_text), is_error or bool(refused), shape_key(call.name, call.arguments))
+            )
 
     def refuse(self, call: PendingCall, guard: str, reason: str) -> None:
         guardrail = {"kind": StepKind.GUARDRAIL, "payload": {"guard": guard, "tool": call.name, "tool_call_id": call.id, "reason": reason}}
@@ -1079,7 +1101,11 @@ class RunLoop:
             self.tool_times.append(time.time())
             self._tool_started = time.monotonic()
             self._pending_tool_call = {
-                "tool": call.name, "tool_call_id": call.id, "arguments": call.arguments, "idempotency_key": key, "risk_class": tool.risk_class,
+                "tool": call.name,
+                "tool_call_id": call.id,
+                "arguments": call.arguments,
+                "idempotency_key": key,
+                "risk_class": tool.risk_class,
             }
             # A side effect, or anything a person may have to approve, is on record (committed)
             # before it happens. A read-only call is recorded with its observation in one commit:
@@ -1135,7 +1161,10 @@ class RunLoop:
         if self.loops.was_rejected(action_key(call.name, call.arguments)):
             # A person already said no to exactly this: asking again is not a new question.
             self.flush_tool_call()
-            self.record(StepKind.GUARDRAIL, {"guard": "repeated_approval", "tool": call.name, "tool_call_id": call.id, "reason": "a person already rejected this exact call"})
+            self.record(
+                StepKind.GUARDRAIL,
+                {"guard": "repeated_approval", "tool": call.name, "tool_call_id": call.id, "reason": "a person already rejected this exact call"},
+            )
             return "Refused by the controller: a person already rejected this exact call; it was not asked again.", "repeated"
         from agentops.approvals.services import approval_request
         from agentops.notify import notify
@@ -1284,13 +1313,22 @@ class RunLoop:
         self.flush_tool_call()
         self.record(
             StepKind.ERROR,
-            {"kind": "infrastructure", "service": service, "tool": call.name, "tool_call_id": call.id, "error": error[:2000],
-             "attempt": self.infra_failures, "retries": retries},
+            {
+                "kind": "infrastructure",
+                "service": service,
+                "tool": call.name,
+                "tool_call_id": call.id,
+                "error": error[:2000],
+                "attempt": self.infra_failures,
+                "retries": retries,
+            },
         )
         if self.infra_failures > retries:
             self._infra_stop = StopRun(
-                RunStatus.FAILED, f"infrastructure: the {service} could not be reached ({self.infra_failures} attempts): {error[:300]}",
-                guard="infrastructure", outcome=RunOutcome.INFRASTRUCTURE,
+                RunStatus.FAILED,
+                f"infrastructure: the {service} could not be reached ({self.infra_failures} attempts): {error[:300]}",
+                guard="infrastructure",
+                outcome=RunOutcome.INFRASTRUCTURE,
             )
             return False
         wait = float(getattr(settings, "AGENTOPS_INFRA_BACKOFF_S", 1.0)) * (2 ** (self.infra_failures - 1))

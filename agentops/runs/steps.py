@@ -26,8 +26,18 @@ ROW_TEXT_LIMIT = 4000
 _LONG_FIELDS = ("text", "output", "content_text", "diff", "summary", "report")
 # Run counters a step may move (column names of runs_run).
 COUNTERS = (
-    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "model_calls", "tool_calls", "iterations",
-    "refused_calls", "reserved_cost_usd", "reserved_input_tokens", "reserved_output_tokens",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "model_calls",
+    "tool_calls",
+    "iterations",
+    "refused_calls",
+    "reserved_cost_usd",
+    "reserved_input_tokens",
+    "reserved_output_tokens",
 )
 
 

@@ -52,9 +52,7 @@ class RunServices:
     def _restore_workspace(self) -> None:
         # Failed calls count too: a test run that fails still leaves the files it was given.
         last = (
-            ToolExecution.objects.filter(
-                run=self.run, status__in=[ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED], result__data__has_key="workspace_diff"
-            )
+            ToolExecution.objects.filter(run=self.run, status__in=[ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED], result__data__has_key="workspace_diff")
             .order_by("-finished_at", "-pk")
             .first()
         )

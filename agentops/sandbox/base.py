@@ -197,11 +197,7 @@ class OutputBuffer:
             return bytes(self.head + self.tail).decode("utf-8", errors="replace")
         tail = bytes(self.tail[-self.tail_max :]) if self.tail_max else b""
         dropped = self.total - len(self.head) - len(tail)
-        return (
-            bytes(self.head).decode("utf-8", errors="replace")
-            + f"\n[truncated {dropped} bytes]\n"
-            + tail.decode("utf-8", errors="replace")
-        )
+        return bytes(self.head).decode("utf-8", errors="replace") + f"\n[truncated {dropped} bytes]\n" + tail.decode("utf-8", errors="replace")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -311,9 +307,7 @@ def git(*args: str, cwd: str | None = None, timeout: float = 120.0) -> str:
         "GIT_TERMINAL_PROMPT": "0",
         "LC_ALL": "C",
     }
-    proc = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise SandboxError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
@@ -330,8 +324,18 @@ def prepare_clone(repo: str, ref: str, dest: str) -> str:
     sha = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=repo).strip()
     if not sha:
         raise SandboxError(f"ref {ref!r} not found in {repo}")
-    git("clone", "--quiet", "--no-hardlinks", "--no-checkout", "-c", f"user.name={GIT_USER_NAME}",
-        "-c", f"user.email={GIT_USER_EMAIL}", os.path.abspath(repo), dest)
+    git(
+        "clone",
+        "--quiet",
+        "--no-hardlinks",
+        "--no-checkout",
+        "-c",
+        f"user.name={GIT_USER_NAME}",
+        "-c",
+        f"user.email={GIT_USER_EMAIL}",
+        os.path.abspath(repo),
+        dest,
+    )
     git("-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", sha, cwd=dest)
     return sha
 

@@ -59,8 +59,8 @@ from .base import (
     SandboxError,
     SandboxLimits,
     check_relative_path,
-    pump_process,
     prepare_clone,
+    pump_process,
     safe_name,
 )
 
@@ -225,8 +225,7 @@ def _shared_etc(base: str) -> str:
     for name in ETC_SUBSET:
         src = f"/etc/{name}"
         if os.path.isdir(src) and not os.path.islink(src):
-            shutil.copytree(src, os.path.join(tmp, name), symlinks=True, ignore_dangling_symlinks=True,
-                            ignore=shutil.ignore_patterns("private"))
+            shutil.copytree(src, os.path.join(tmp, name), symlinks=True, ignore_dangling_symlinks=True, ignore=shutil.ignore_patterns("private"))
         elif os.path.lexists(src):
             shutil.copy2(src, os.path.join(tmp, name), follow_symlinks=False)
     for name, text in _ETC_FILES.items():
@@ -350,8 +349,7 @@ class BwrapSandbox(Sandbox):
                 self.base_commit = prepare_clone(repo, ref, self.workspace)
             except SandboxError as e:
                 if "No space left" in str(e):
-                    raise SandboxError(f"the repository does not fit in the sandbox's disk quota of "
-                                       f"{self.limits.disk_mb} MiB: {e}") from None
+                    raise SandboxError(f"the repository does not fit in the sandbox's disk quota of {self.limits.disk_mb} MiB: {e}") from None
                 raise
             if self.privileged:
                 _chown_tree(self.workspace, self.uid)
@@ -380,15 +378,34 @@ class BwrapSandbox(Sandbox):
     # -- setup ---------------------------------------------------------------------------------------
 
     def _write_meta(self) -> None:
-        meta = {"run_id": self.run_id, "scope": self.scope, "uid": self.uid, "privileged": self.privileged,
-                "quota_mode": self.quota_mode, "created": time.time(), "owner_pid": os.getpid()}
+        meta = {
+            "run_id": self.run_id,
+            "scope": self.scope,
+            "uid": self.uid,
+            "privileged": self.privileged,
+            "quota_mode": self.quota_mode,
+            "created": time.time(),
+            "owner_pid": os.getpid(),
+        }
         with open(os.path.join(self.root, "meta.json"), "w") as f:
             json.dump(meta, f)
 
     def _bwrap_args(self, argv: list[str]) -> list[str]:
-        args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox",
-                "--uid", str(INNER_UID), "--gid", str(INNER_UID),
-                "--ro-bind", "/usr", "/usr"]
+        args = [
+            "bwrap",
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--hostname",
+            "sandbox",
+            "--uid",
+            str(INNER_UID),
+            "--gid",
+            str(INNER_UID),
+            "--ro-bind",
+            "/usr",
+            "/usr",
+        ]
         args += _root_links()
         args += ["--ro-bind", self.etc, "/etc"]
         for path in self.ro_binds:
@@ -398,8 +415,7 @@ class BwrapSandbox(Sandbox):
             args += ["--size", str(self.limits.tmp_quota_mb * 1024 * 1024), "--tmpfs", "/tmp"]
         else:  # tmpfs mode: the sized host mount; watchdog without --size: a measured host directory
             args += ["--bind", self.tmp, "/tmp"]
-        args += ["--bind", self.workspace, WORKDIR, "--bind", self.home, "/home/agent",
-                 "--chdir", WORKDIR, "--clearenv"]
+        args += ["--bind", self.workspace, WORKDIR, "--bind", self.home, "/home/agent", "--chdir", WORKDIR, "--clearenv"]
         for k, v in SANDBOX_ENV.items():
             args += ["--setenv", k, v]
         return args + ["--", *argv]
@@ -447,9 +463,15 @@ class BwrapSandbox(Sandbox):
             kwargs = {"user": self.uid, "group": self.gid, "extra_groups": []}
         try:
             proc = subprocess.Popen(
-                self._bwrap_args(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                env={"PATH": "/usr/bin:/bin"}, preexec_fn=self._preexec(), **kwargs,
+                self._bwrap_args(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                env={"PATH": "/usr/bin:/bin"},
+                preexec_fn=self._preexec(),
+                **kwargs,
             )
         except OSError as e:
             raise SandboxError(f"bwrap failed to start: {e}") from e
@@ -479,7 +501,11 @@ class BwrapSandbox(Sandbox):
             watchdog = self._start_watchdog(kill) if self.quota_mode == "watchdog" else None
             try:
                 timed_out, cancelled = pump_process(
-                    proc, out, deadline=started + timeout, cancel_check=cancel_check, kill=kill,
+                    proc,
+                    out,
+                    deadline=started + timeout,
+                    cancel_check=cancel_check,
+                    kill=kill,
                     cancelled_elsewhere=cancelled_elsewhere,
                 )
             finally:
@@ -509,9 +535,16 @@ class BwrapSandbox(Sandbox):
         if quota_exceeded:
             exit_code = None
             out.feed(f"\n[sandbox: {over} exceeded its disk quota; the command was killed]\n".encode())
-        return ExecResult(exit_code=exit_code, output=out.text(), truncated=out.truncated,
-                          timed_out=timed_out, cancelled=cancelled,
-                          duration_s=time.monotonic() - started, backend=BACKEND, quota_exceeded=quota_exceeded)
+        return ExecResult(
+            exit_code=exit_code,
+            output=out.text(),
+            truncated=out.truncated,
+            timed_out=timed_out,
+            cancelled=cancelled,
+            duration_s=time.monotonic() - started,
+            backend=BACKEND,
+            quota_exceeded=quota_exceeded,
+        )
 
     def _quotas(self) -> list[tuple[str, str, int]]:
         tmp = self.limits.tmp_quota_mb * 1024 * 1024
@@ -608,9 +641,7 @@ def _pid_belongs_to(pid: int, root: str) -> bool:
             cmdline = f.read().split(b"\0")
     except OSError:
         return False
-    return bool(cmdline) and os.path.basename(cmdline[0]) == b"bwrap" and any(
-        a.startswith(root.encode() + b"/") for a in cmdline
-    )
+    return bool(cmdline) and os.path.basename(cmdline[0]) == b"bwrap" and any(a.startswith(root.encode() + b"/") for a in cmdline)
 
 
 def kill_sandbox_root(root: str, *, mark: bool = True) -> int:
@@ -648,8 +679,9 @@ def _kill_all_of_uid(uid: int) -> None:
     if uid < UID_BASE or uid >= UID_BASE + UID_SPAN:
         return
     try:
-        subprocess.run(["/bin/kill", "-KILL", "-1"], user=uid, group=uid, extra_groups=[],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5, check=False)
+        subprocess.run(
+            ["/bin/kill", "-KILL", "-1"], user=uid, group=uid, extra_groups=[], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         pass
 

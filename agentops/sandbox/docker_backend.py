@@ -95,7 +95,7 @@ INIT = (
 # Every command: record the in-container pid (session leader: docker exec starts a new session), make the
 # command the OOM killer's first choice rather than the init, then become the command.
 WRAP = (
-    '[ -d ' + STATE_DIR + ' ] || mkdir -p ' + STATE_DIR + ' 2>/dev/null; echo $$ > ' + STATE_DIR + '/"$0".pid; '
+    "[ -d " + STATE_DIR + " ] || mkdir -p " + STATE_DIR + " 2>/dev/null; echo $$ > " + STATE_DIR + '/"$0".pid; '
     'echo 1000 > /proc/self/oom_score_adj 2>/dev/null; exec "$@"'
 )
 
@@ -241,14 +241,14 @@ def _exec_wait_exit(api, exec_id: str, timeout: float = 5.0) -> int | None:  # t
         time.sleep(0.005)
 
 
-def exec_capture(container_id: str, argv: list[str], *, stdin: bytes | BinaryIO | None = None,
-                 timeout: float = 60.0, max_bytes: int = 50_000_000) -> tuple[int | None, bytes, bytes]:
+def exec_capture(
+    container_id: str, argv: list[str], *, stdin: bytes | BinaryIO | None = None, timeout: float = 60.0, max_bytes: int = 50_000_000
+) -> tuple[int | None, bytes, bytes]:
     """Run argv in the container (as the sandbox user), optionally feeding stdin (bytes or a binary file, streamed);
     return (exit, stdout, stderr)."""
     api = get_client().api
     try:
-        ex = api.exec_create(container_id, argv, stdout=True, stderr=True, stdin=stdin is not None,
-                             tty=False, user=USER, workdir=WORKDIR)
+        ex = api.exec_create(container_id, argv, stdout=True, stderr=True, stdin=stdin is not None, tty=False, user=USER, workdir=WORKDIR)
         sock = api.exec_start(ex["Id"], socket=True)
     except Exception as e:
         raise SandboxError(f"docker exec failed: {e}") from e
@@ -391,8 +391,7 @@ class _CommandServer:
     def __init__(self, container_id: str) -> None:
         api = get_client().api
         try:
-            ex = api.exec_create(container_id, ["python3", "-u", "-c", SERVER], stdin=True, stdout=True,
-                                 stderr=True, tty=False, user=USER, workdir=WORKDIR)
+            ex = api.exec_create(container_id, ["python3", "-u", "-c", SERVER], stdin=True, stdout=True, stderr=True, tty=False, user=USER, workdir=WORKDIR)
             self._sock = api.exec_start(ex["Id"], socket=True)
         except Exception as e:
             raise SandboxError(f"cannot start the command server: {e}") from e
@@ -544,8 +543,13 @@ class DockerSandbox(Sandbox):
                     user=USER,
                     working_dir=WORKDIR,
                     environment={
-                        "HOME": "/home/agent", "USER": "agent", "LANG": "C.UTF-8", "TERM": "dumb",
-                        "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "GIT_TERMINAL_PROMPT": "0",
+                        "HOME": "/home/agent",
+                        "USER": "agent",
+                        "LANG": "C.UTF-8",
+                        "TERM": "dumb",
+                        "PYTHONUNBUFFERED": "1",
+                        "PYTHONDONTWRITEBYTECODE": "1",
+                        "GIT_TERMINAL_PROMPT": "0",
                     },
                     network_mode="none",
                     read_only=True,
@@ -553,10 +557,8 @@ class DockerSandbox(Sandbox):
                     # bounds the RAM that empty files would take outside ``size``.
                     tmpfs={
                         "/tmp": f"rw,exec,nosuid,nodev,size={tmp_mb}m,nr_inodes={max(4096, tmp_mb * 128)},mode=1777",
-                        "/home/agent": f"rw,exec,nosuid,nodev,size={tmp_mb}m,nr_inodes={max(4096, tmp_mb * 128)},"
-                                       "uid=1000,gid=1000,mode=0755",
-                        WORKDIR: f"rw,exec,nosuid,nodev,size={workspace_mb}m,nr_inodes={max(4096, workspace_mb * 128)},"
-                                 "uid=1000,gid=1000,mode=0755",
+                        "/home/agent": f"rw,exec,nosuid,nodev,size={tmp_mb}m,nr_inodes={max(4096, tmp_mb * 128)},uid=1000,gid=1000,mode=0755",
+                        WORKDIR: f"rw,exec,nosuid,nodev,size={workspace_mb}m,nr_inodes={max(4096, workspace_mb * 128)},uid=1000,gid=1000,mode=0755",
                     },
                     cap_drop=["ALL"],
                     security_opt=["no-new-privileges"],
@@ -578,8 +580,7 @@ class DockerSandbox(Sandbox):
                 raise err if isinstance(err, SandboxError) else SandboxError(f"clone failed: {err}")
             self.base_commit = clone_result["sha"]
             with open(clone_result["tar"], "rb") as tar_file:
-                rc, _, err = exec_capture(self.container_id, ["tar", "-x", "-f", "-", "-C", WORKDIR],
-                                          stdin=tar_file, timeout=600)
+                rc, _, err = exec_capture(self.container_id, ["tar", "-x", "-f", "-", "-C", WORKDIR], stdin=tar_file, timeout=600)
             if rc != 0:
                 raise SandboxError(f"copying the workspace into the container failed: {err.decode(errors='replace')}")
         except BaseException:
@@ -631,8 +632,7 @@ class DockerSandbox(Sandbox):
                 self._server_failed_at = time.monotonic()
             return self._server
 
-    def _exec_server(self, server: _CommandServer, argv: list[str], timeout: float, out: OutputBuffer,
-                     cancel_check: Callable[[], bool] | None) -> ExecResult:
+    def _exec_server(self, server: _CommandServer, argv: list[str], timeout: float, out: OutputBuffer, cancel_check: Callable[[], bool] | None) -> ExecResult:
         started = time.monotonic()
         started_wall = time.time()
         deadline = started + timeout
@@ -690,19 +690,23 @@ class DockerSandbox(Sandbox):
                 cancelled, exit_code = True, None
             elif lost:
                 exit_code = 137  # everything was killed from inside the sandbox (e.g. `kill -9 -1`)
-        return ExecResult(exit_code=exit_code, output=out.text(), truncated=out.truncated,
-                          timed_out=timed_out, cancelled=cancelled,
-                          duration_s=time.monotonic() - started, backend=BACKEND)
+        return ExecResult(
+            exit_code=exit_code,
+            output=out.text(),
+            truncated=out.truncated,
+            timed_out=timed_out,
+            cancelled=cancelled,
+            duration_s=time.monotonic() - started,
+            backend=BACKEND,
+        )
 
-    def _exec_runc(self, argv: list[str], timeout: float, out: OutputBuffer,
-                   cancel_check: Callable[[], bool] | None) -> ExecResult:
+    def _exec_runc(self, argv: list[str], timeout: float, out: OutputBuffer, cancel_check: Callable[[], bool] | None) -> ExecResult:
         token = uuid.uuid4().hex
         api = get_client().api
         started = time.monotonic()
         started_wall = time.time()
         try:
-            ex = api.exec_create(self.container_id, ["/bin/sh", "-c", WRAP, token, *argv], stdout=True,
-                                 stderr=True, tty=False, user=USER, workdir=WORKDIR)
+            ex = api.exec_create(self.container_id, ["/bin/sh", "-c", WRAP, token, *argv], stdout=True, stderr=True, tty=False, user=USER, workdir=WORKDIR)
             sock = api.exec_start(ex["Id"], socket=True)
         except Exception as e:
             raise SandboxError(f"docker exec failed: {e}") from e
@@ -760,9 +764,15 @@ class DockerSandbox(Sandbox):
             cancelled, exit_code = True, None
         elif exit_code == 137 and self._cancelled_since(started_wall):
             cancelled, exit_code = True, None
-        return ExecResult(exit_code=exit_code, output=out.text(), truncated=out.truncated,
-                          timed_out=timed_out, cancelled=cancelled,
-                          duration_s=time.monotonic() - started, backend=BACKEND)
+        return ExecResult(
+            exit_code=exit_code,
+            output=out.text(),
+            truncated=out.truncated,
+            timed_out=timed_out,
+            cancelled=cancelled,
+            duration_s=time.monotonic() - started,
+            backend=BACKEND,
+        )
 
     def _kill_token(self, token: str) -> None:
         try:
@@ -794,7 +804,11 @@ class DockerSandbox(Sandbox):
         if allowed is not None:
             argv.append(json.dumps(list(allowed)))
         rc, out, err = exec_capture(
-            self.container_id, argv, stdin=stdin, timeout=60, max_bytes=self.limits.max_file_bytes + 1024,
+            self.container_id,
+            argv,
+            stdin=stdin,
+            timeout=60,
+            max_bytes=self.limits.max_file_bytes + 1024,
         )
         if rc == 0:
             return out

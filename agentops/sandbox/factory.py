@@ -92,14 +92,17 @@ def create_sandbox(
     """A fresh sandbox for ``run_id`` whose workspace is a clone of the local repository ``repo`` at ``ref``."""
     chosen = resolve_backend(backend)
     if chosen == "docker":
-        return docker_backend.DockerSandbox(
-            run_id=run_id, repo=repo, ref=ref, limits=limits, image=image or default_image(), scope=sandbox_scope()
-        )
+        return docker_backend.DockerSandbox(run_id=run_id, repo=repo, ref=ref, limits=limits, image=image or default_image(), scope=sandbox_scope())
     binds = _setting("AGENTOPS_SANDBOX_BWRAP_BINDS", ()) or ()
     if isinstance(binds, str):
         binds = [b for b in binds.split(os.pathsep) if b]
     return bwrap_backend.BwrapSandbox(
-        run_id=run_id, repo=repo, ref=ref, limits=limits, root_dir=bwrap_root(), scope=sandbox_scope(),
+        run_id=run_id,
+        repo=repo,
+        ref=ref,
+        limits=limits,
+        root_dir=bwrap_root(),
+        scope=sandbox_scope(),
         ro_binds=tuple(binds),
     )
 

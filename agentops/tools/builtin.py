@@ -93,6 +93,7 @@ register(
     )
 )
 
+
 def _wait(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     """Blocks like a slow real tool (a long test run), but stops the moment the run must stop."""
     import time

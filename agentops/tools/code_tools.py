@@ -192,8 +192,10 @@ def error_get_group(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         f"Tags: {group.tags}",
     ]
     if event is not None:
-        text += [f"\nLatest event {event.event_id} (release {event.release or '-'}, environment {event.environment or '-'}):",
-                 format_stacktrace(event.stacktrace) if event.stacktrace else event.message]
+        text += [
+            f"\nLatest event {event.event_id} (release {event.release or '-'}, environment {event.environment or '-'}):",
+            format_stacktrace(event.stacktrace) if event.stacktrace else event.message,
+        ]
     return ToolResult(output="\n".join(text), data={"group_id": group.pk, "count": group.count})
 
 
@@ -217,24 +219,33 @@ SCOPE_PROJECTS = {
     "additionalProperties": False,
 }
 
-register(Tool(
-    name="error_get_group",
-    description="Read an error group from the error tracker: title, culprit, frequency per hour, tags and the latest stack trace.",
-    input_schema=_schema({"group_id": {"type": "integer", "minimum": 1, "description": "default: the error group that started this run"}}),
-    risk_class="read",
-    scope_schema=SCOPE_PROJECTS,
-    executor=error_get_group,
-    side_effecting=False,
-))
-register(Tool(
-    name="error_list_events",
-    description="List the most recent events of an error group (time, message, release, tags).",
-    input_schema=_schema({"group_id": {"type": "integer", "minimum": 1, "description": "default: the error group that started this run"}, "limit": {"type": "integer", "minimum": 1, "maximum": 50}}),
-    risk_class="read",
-    scope_schema=SCOPE_PROJECTS,
-    executor=error_list_events,
-    side_effecting=False,
-))
+register(
+    Tool(
+        name="error_get_group",
+        description="Read an error group from the error tracker: title, culprit, frequency per hour, tags and the latest stack trace.",
+        input_schema=_schema({"group_id": {"type": "integer", "minimum": 1, "description": "default: the error group that started this run"}}),
+        risk_class="read",
+        scope_schema=SCOPE_PROJECTS,
+        executor=error_get_group,
+        side_effecting=False,
+    )
+)
+register(
+    Tool(
+        name="error_list_events",
+        description="List the most recent events of an error group (time, message, release, tags).",
+        input_schema=_schema(
+            {
+                "group_id": {"type": "integer", "minimum": 1, "description": "default: the error group that started this run"},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 50},
+            }
+        ),
+        risk_class="read",
+        scope_schema=SCOPE_PROJECTS,
+        executor=error_list_events,
+        side_effecting=False,
+    )
+)
 
 # --------------------------------------------------------------------------------------------------
 # repository (read)
@@ -303,42 +314,54 @@ def repo_search(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     return ToolResult(output="\n".join(h[:300] for h in hits[:200]) + more)
 
 
-register(Tool(
-    name="repo_list_files",
-    description="List the files of the repository (recursive) under a directory of the run's checkout.",
-    input_schema=_schema({"path": {"type": "string", "maxLength": 500}}),
-    risk_class="read",
-    scope_schema=SCOPE_PATHS,
-    executor=repo_list_files,
-    side_effecting=False,
-))
-register(Tool(
-    name="repo_read_file",
-    description="Read a file of the repository with line numbers (optionally a line range).",
-    input_schema=_schema({
-        "path": {"type": "string", "minLength": 1, "maxLength": 500},
-        "start_line": {"type": "integer", "minimum": 1},
-        "end_line": {"type": "integer", "minimum": 1},
-    }, ["path"]),
-    risk_class="read",
-    scope_schema=SCOPE_PATHS,
-    executor=repo_read_file,
-    side_effecting=False,
-))
-register(Tool(
-    name="repo_search",
-    description="Search the repository's files for a string (or a regular expression with regex=true); returns file:line:text.",
-    input_schema=_schema({
-        "query": {"type": "string", "minLength": 1, "maxLength": 500},
-        "path": {"type": "string", "maxLength": 500},
-        "regex": {"type": "boolean"},
-        "ignore_case": {"type": "boolean"},
-    }, ["query"]),
-    risk_class="read",
-    scope_schema=SCOPE_PATHS,
-    executor=repo_search,
-    side_effecting=False,
-))
+register(
+    Tool(
+        name="repo_list_files",
+        description="List the files of the repository (recursive) under a directory of the run's checkout.",
+        input_schema=_schema({"path": {"type": "string", "maxLength": 500}}),
+        risk_class="read",
+        scope_schema=SCOPE_PATHS,
+        executor=repo_list_files,
+        side_effecting=False,
+    )
+)
+register(
+    Tool(
+        name="repo_read_file",
+        description="Read a file of the repository with line numbers (optionally a line range).",
+        input_schema=_schema(
+            {
+                "path": {"type": "string", "minLength": 1, "maxLength": 500},
+                "start_line": {"type": "integer", "minimum": 1},
+                "end_line": {"type": "integer", "minimum": 1},
+            },
+            ["path"],
+        ),
+        risk_class="read",
+        scope_schema=SCOPE_PATHS,
+        executor=repo_read_file,
+        side_effecting=False,
+    )
+)
+register(
+    Tool(
+        name="repo_search",
+        description="Search the repository's files for a string (or a regular expression with regex=true); returns file:line:text.",
+        input_schema=_schema(
+            {
+                "query": {"type": "string", "minLength": 1, "maxLength": 500},
+                "path": {"type": "string", "maxLength": 500},
+                "regex": {"type": "boolean"},
+                "ignore_case": {"type": "boolean"},
+            },
+            ["query"],
+        ),
+        risk_class="read",
+        scope_schema=SCOPE_PATHS,
+        executor=repo_search,
+        side_effecting=False,
+    )
+)
 
 # --------------------------------------------------------------------------------------------------
 # sandbox (write)
@@ -497,38 +520,59 @@ def run_tests(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     return ToolResult(output=f"{verdict}: {command}\n{_exec_summary(result)}", is_error=result.exit_code != 0, data=_diff_data(sandbox))
 
 
-register(Tool(
-    name="write_file",
-    description="Create or overwrite a file in the sandbox workspace with the given content.",
-    input_schema=_schema({"path": {"type": "string", "minLength": 1, "maxLength": 500}, "content": {"type": "string", "maxLength": 1_000_000}}, ["path", "content"]),
-    risk_class="write",
-    scope_schema=SCOPE_PATHS,
-    executor=write_file,
-))
-register(Tool(
-    name="apply_patch",
-    description="Apply a unified diff (as produced by `git diff` or `diff -u`) to the sandbox workspace. All or nothing.",
-    input_schema=_schema({"patch": {"type": "string", "minLength": 1, "maxLength": 1_000_000}}, ["patch"]),
-    risk_class="write",
-    scope_schema=SCOPE_PATHS,
-    executor=apply_patch,
-))
-register(Tool(
-    name="run_command",
-    description="Run a shell command in the sandbox workspace (no network). Returns exit code and output.",
-    input_schema=_schema({"command": {"type": "string", "minLength": 1, "maxLength": 5000}, "timeout_s": {"type": "number", "minimum": 1, "maximum": 3600, "description": "stop sooner than the policy's command timeout; it can only be lowered, never raised"}}, ["command"]),
-    risk_class="write",
-    scope_schema={"type": "object", "properties": {"allow": STRING_LIST}, "additionalProperties": False},
-    executor=run_command,
-))
-register(Tool(
-    name="run_tests",
-    description="Run the repository's test suite (the agent's configured test command) in the sandbox, optionally only some test paths.",
-    input_schema=_schema({"paths": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 500}, "maxItems": 50}}),
-    risk_class="write",
-    scope_schema=SCOPE_PATHS,
-    executor=run_tests,
-))
+register(
+    Tool(
+        name="write_file",
+        description="Create or overwrite a file in the sandbox workspace with the given content.",
+        input_schema=_schema(
+            {"path": {"type": "string", "minLength": 1, "maxLength": 500}, "content": {"type": "string", "maxLength": 1_000_000}}, ["path", "content"]
+        ),
+        risk_class="write",
+        scope_schema=SCOPE_PATHS,
+        executor=write_file,
+    )
+)
+register(
+    Tool(
+        name="apply_patch",
+        description="Apply a unified diff (as produced by `git diff` or `diff -u`) to the sandbox workspace. All or nothing.",
+        input_schema=_schema({"patch": {"type": "string", "minLength": 1, "maxLength": 1_000_000}}, ["patch"]),
+        risk_class="write",
+        scope_schema=SCOPE_PATHS,
+        executor=apply_patch,
+    )
+)
+register(
+    Tool(
+        name="run_command",
+        description="Run a shell command in the sandbox workspace (no network). Returns exit code and output.",
+        input_schema=_schema(
+            {
+                "command": {"type": "string", "minLength": 1, "maxLength": 5000},
+                "timeout_s": {
+                    "type": "number",
+                    "minimum": 1,
+                    "maximum": 3600,
+                    "description": "stop sooner than the policy's command timeout; it can only be lowered, never raised",
+                },
+            },
+            ["command"],
+        ),
+        risk_class="write",
+        scope_schema={"type": "object", "properties": {"allow": STRING_LIST}, "additionalProperties": False},
+        executor=run_command,
+    )
+)
+register(
+    Tool(
+        name="run_tests",
+        description="Run the repository's test suite (the agent's configured test command) in the sandbox, optionally only some test paths.",
+        input_schema=_schema({"paths": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 500}, "maxItems": 50}}),
+        risk_class="write",
+        scope_schema=SCOPE_PATHS,
+        executor=run_tests,
+    )
+)
 
 # --------------------------------------------------------------------------------------------------
 # git
@@ -583,15 +627,20 @@ def _commit_message_gate(ctx: ToolContext, message: str) -> None:
         raise ToolError("the commit message contains a secret; nothing was committed. Remove it and commit again.")
 
 
-register(Tool(
-    name="git_commit",
-    description="Commit every change in the sandbox workspace on a branch (created if needed). The branch must start with the allowed prefix; the default and protected branches are refused.",
-    input_schema=_schema({"branch": {"type": "string", "minLength": 1, "maxLength": 200}, "message": {"type": "string", "minLength": 1, "maxLength": 5000}}, ["branch", "message"]),
-    risk_class="write",
-    scope_schema=SCOPE_BRANCH,
-    executor=git_commit,
-    min_trust_phase=2,
-))
+register(
+    Tool(
+        name="git_commit",
+        description="Commit every change in the sandbox workspace on a branch (created if needed). The branch must start with the allowed prefix; the default and protected branches are refused.",
+        input_schema=_schema(
+            {"branch": {"type": "string", "minLength": 1, "maxLength": 200}, "message": {"type": "string", "minLength": 1, "maxLength": 5000}},
+            ["branch", "message"],
+        ),
+        risk_class="write",
+        scope_schema=SCOPE_BRANCH,
+        executor=git_commit,
+        min_trust_phase=2,
+    )
+)
 
 # --------------------------------------------------------------------------------------------------
 # forge
@@ -799,8 +848,9 @@ def submit_report(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         patch = _sandbox(ctx).diff()
     text = f"{args['root_cause']}\n{args.get('summary', '')}"
     secret = contains_secret(patch) or contains_secret(text)
-    ctx.record_step(StepKind.GATE, {"gate": "secrets", "passed": not secret,
-                                    "detail": "a secret in the report or patch" if secret else "no secret in the report or patch"})
+    ctx.record_step(
+        StepKind.GATE, {"gate": "secrets", "passed": not secret, "detail": "a secret in the report or patch" if secret else "no secret in the report or patch"}
+    )
     if secret:
         raise ToolError("the report or the patch contains a secret; remove it and submit again")
     report = {"root_cause": args["root_cause"], "summary": args.get("summary", ""), "confidence": args.get("confidence", "")}
@@ -811,52 +861,66 @@ def submit_report(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     )
 
 
-register(Tool(
-    name="open_pull_request",
-    description=(
-        "Publish the sandbox workspace's changes on a branch (under the allowed prefix) and open a pull request against the base branch. "
-        "The controller first runs the verification gates itself (tests in a fresh sandbox, no test weakened, size and paths, no secrets); "
-        "a failing gate is returned instead. Trust phase 2 opens drafts; 3 and 4 open ready-for-review pull requests."
-    ),
-    input_schema=_schema({
-        "branch": {"type": "string", "minLength": 1, "maxLength": 200},
-        "title": {"type": "string", "minLength": 1, "maxLength": 200},
-        "body": {"type": "string", "maxLength": 20000},
-        "draft": {"type": "boolean"},
-    }, ["branch", "title"]),
-    risk_class="write",
-    scope_schema=SCOPE_BRANCH,
-    executor=open_pull_request,
-    min_trust_phase=2,
-))
-register(Tool(
-    name="comment_pull_request",
-    description="Comment on the pull request this run opened.",
-    input_schema=_schema({"number": {"type": "integer", "minimum": 1}, "body": {"type": "string", "minLength": 1, "maxLength": 20000}}, ["number", "body"]),
-    risk_class="write",
-    scope_schema=SCOPE_NONE,
-    executor=comment_pull_request,
-    min_trust_phase=2,
-))
-register(Tool(
-    name="merge_pull_request",
-    description="Merge the pull request this run opened into its base branch. Irreversible: a person approves, except low-risk changes at trust phase 4.",
-    input_schema=_schema({"number": {"type": "integer", "minimum": 1}}, ["number"]),
-    risk_class="irreversible",
-    scope_schema=SCOPE_NONE,
-    executor=merge_pull_request,
-    min_trust_phase=3,
-    auto_approve=merge_is_low_risk,
-))
-register(Tool(
-    name="submit_report",
-    description="Submit the investigation: the root cause, a summary of the fix, and (attached automatically) the sandbox diff as a patch. Changes nothing outside the sandbox.",
-    input_schema=_schema({
-        "root_cause": {"type": "string", "minLength": 1, "maxLength": 20000},
-        "summary": {"type": "string", "maxLength": 20000},
-        "confidence": {"type": "string", "enum": ["low", "medium", "high"]},
-    }, ["root_cause"]),
-    risk_class="write",
-    scope_schema=SCOPE_NONE,
-    executor=submit_report,
-))
+register(
+    Tool(
+        name="open_pull_request",
+        description=(
+            "Publish the sandbox workspace's changes on a branch (under the allowed prefix) and open a pull request against the base branch. "
+            "The controller first runs the verification gates itself (tests in a fresh sandbox, no test weakened, size and paths, no secrets); "
+            "a failing gate is returned instead. Trust phase 2 opens drafts; 3 and 4 open ready-for-review pull requests."
+        ),
+        input_schema=_schema(
+            {
+                "branch": {"type": "string", "minLength": 1, "maxLength": 200},
+                "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                "body": {"type": "string", "maxLength": 20000},
+                "draft": {"type": "boolean"},
+            },
+            ["branch", "title"],
+        ),
+        risk_class="write",
+        scope_schema=SCOPE_BRANCH,
+        executor=open_pull_request,
+        min_trust_phase=2,
+    )
+)
+register(
+    Tool(
+        name="comment_pull_request",
+        description="Comment on the pull request this run opened.",
+        input_schema=_schema({"number": {"type": "integer", "minimum": 1}, "body": {"type": "string", "minLength": 1, "maxLength": 20000}}, ["number", "body"]),
+        risk_class="write",
+        scope_schema=SCOPE_NONE,
+        executor=comment_pull_request,
+        min_trust_phase=2,
+    )
+)
+register(
+    Tool(
+        name="merge_pull_request",
+        description="Merge the pull request this run opened into its base branch. Irreversible: a person approves, except low-risk changes at trust phase 4.",
+        input_schema=_schema({"number": {"type": "integer", "minimum": 1}}, ["number"]),
+        risk_class="irreversible",
+        scope_schema=SCOPE_NONE,
+        executor=merge_pull_request,
+        min_trust_phase=3,
+        auto_approve=merge_is_low_risk,
+    )
+)
+register(
+    Tool(
+        name="submit_report",
+        description="Submit the investigation: the root cause, a summary of the fix, and (attached automatically) the sandbox diff as a patch. Changes nothing outside the sandbox.",
+        input_schema=_schema(
+            {
+                "root_cause": {"type": "string", "minLength": 1, "maxLength": 20000},
+                "summary": {"type": "string", "maxLength": 20000},
+                "confidence": {"type": "string", "enum": ["low", "medium", "high"]},
+            },
+            ["root_cause"],
+        ),
+        risk_class="write",
+        scope_schema=SCOPE_NONE,
+        executor=submit_report,
+    )
+)

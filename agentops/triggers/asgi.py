@@ -269,4 +269,3 @@ async def _reply_response(send: Send, response: JsonResponse) -> None:
         headers.append((b"retry-after", response["Retry-After"].encode()))
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": content})
-

@@ -153,7 +153,7 @@ def parse_envelope(data: bytes) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     pos = 0
     while pos < len(rest):
-        if rest[pos:pos + 1] == b"\n":
+        if rest[pos : pos + 1] == b"\n":
             pos += 1
             continue
         end = rest.find(b"\n", pos)
@@ -169,7 +169,7 @@ def parse_envelope(data: bytes) -> list[dict[str, Any]]:
                 raise IngestError(400, "envelope item length must be a non-negative integer")
             if pos + length > len(rest):
                 raise IngestError(400, f"truncated envelope: item needs {length} bytes, {len(rest) - pos} left")
-            payload = rest[pos:pos + length]
+            payload = rest[pos : pos + length]
             pos += length
         else:
             end = rest.find(b"\n", pos)
@@ -582,10 +582,21 @@ def _store_one_pg(*, project: ErrorProject, event: NormalizedEvent, source: str)
             cursor.execute(_UNCOUNT_SQL, {"group_id": row[0], "hour": params["hour"]})
             return Stored(event_pk=None, group_id=row[0], duplicate=True, normalized=event, received_at=now)
     snapshot = GroupSnapshot(
-        group_id=row[0], count=row[1], count_at_last_run=row[2], regressed_at=row[3], last_run_id=row[4],
-        run_status=row[6], run_created_at=row[7], run_started_at=row[8], run_finished_at=row[9],
-        run_lease_expires_at=row[10], run_model_calls=row[11] or 0, run_status_reason=row[12] or "",
-        run_trigger_id=row[13], fix_pr_number=row[14], fix_merged_at=row[15],
+        group_id=row[0],
+        count=row[1],
+        count_at_last_run=row[2],
+        regressed_at=row[3],
+        last_run_id=row[4],
+        run_status=row[6],
+        run_created_at=row[7],
+        run_started_at=row[8],
+        run_finished_at=row[9],
+        run_lease_expires_at=row[10],
+        run_model_calls=row[11] or 0,
+        run_status_reason=row[12] or "",
+        run_trigger_id=row[13],
+        fix_pr_number=row[14],
+        fix_merged_at=row[15],
     )
     return Stored(event_pk=row[5], group_id=row[0], duplicate=False, snapshot=snapshot, normalized=event, received_at=now)
 
@@ -596,12 +607,19 @@ def group_snapshot(group_id: int) -> GroupSnapshot:
     from agentops.runs.models import Run
 
     group = ErrorGroup.objects.values("pk", "count", "count_at_last_run", "regressed_at", "last_run_id").get(pk=group_id)
-    snapshot = GroupSnapshot(group_id=group["pk"], count=group["count"], count_at_last_run=group["count_at_last_run"],
-                             regressed_at=group["regressed_at"], last_run_id=group["last_run_id"])
+    snapshot = GroupSnapshot(
+        group_id=group["pk"],
+        count=group["count"],
+        count_at_last_run=group["count_at_last_run"],
+        regressed_at=group["regressed_at"],
+        last_run_id=group["last_run_id"],
+    )
     if snapshot.last_run_id is not None:
-        run = Run.objects.filter(pk=snapshot.last_run_id).values(
-            "status", "created_at", "started_at", "finished_at", "lease_expires_at", "model_calls", "status_reason", "trigger_id"
-        ).first()
+        run = (
+            Run.objects.filter(pk=snapshot.last_run_id)
+            .values("status", "created_at", "started_at", "finished_at", "lease_expires_at", "model_calls", "status_reason", "trigger_id")
+            .first()
+        )
         if run:
             snapshot.run_status = run["status"]
             snapshot.run_created_at = run["created_at"]

@@ -116,10 +116,7 @@ def run_context_for(group: ErrorGroup, event: ErrorEvent) -> dict[str, Any]:
         "tags": event.tags,
         "environment": event.environment,
         "release": event.release,
-        "top_frames": [
-            {k: f.get(k) for k in ("filename", "function", "lineno", "context_line")}
-            for f in [f for f in frames if f.get("in_app")][-5:]
-        ],
+        "top_frames": [{k: f.get(k) for k in ("filename", "function", "lineno", "context_line")} for f in [f for f in frames if f.get("in_app")][-5:]],
     }
 
 
@@ -207,23 +204,43 @@ def group_state(snap: GroupSnapshot, *, now: datetime | None = None, event_at: d
         return GroupState("active", f"{prefix}run #{run} active", False, run_id=run, counted=counted)
     if snap.fix_merged_at is not None:
         if event_at > snap.fix_merged_at:
-            return GroupState("regressed", f"regressed after fix (PR #{snap.fix_pr_number} merged {snap.fix_merged_at:%Y-%m-%d %H:%M} UTC)",
-                              True, run_id=run, pr_number=snap.fix_pr_number, counted=counted)
-        return GroupState("fix_merged", f"fix merged in PR #{snap.fix_pr_number}; will retry on regression", False,
-                          run_id=run, pr_number=snap.fix_pr_number, counted=counted)
+            return GroupState(
+                "regressed",
+                f"regressed after fix (PR #{snap.fix_pr_number} merged {snap.fix_merged_at:%Y-%m-%d %H:%M} UTC)",
+                True,
+                run_id=run,
+                pr_number=snap.fix_pr_number,
+                counted=counted,
+            )
+        return GroupState(
+            "fix_merged", f"fix merged in PR #{snap.fix_pr_number}; will retry on regression", False, run_id=run, pr_number=snap.fix_pr_number, counted=counted
+        )
     ended = snap.run_finished_at or snap.run_created_at or now
     if _unattempted(snap):
         until = ended + timedelta(seconds=UNATTEMPTED_RETRY_S)
         if now >= until:
             return GroupState("unattempted", f"run #{run} failed before working on the problem; the next event retries", True, run_id=run, counted=counted)
-        return GroupState("retry_wait", f"waiting: run #{run} failed before working on the problem; retry after {until:%Y-%m-%d %H:%M:%S} UTC",
-                          False, run_id=run, until=until, counted=counted)
+        return GroupState(
+            "retry_wait",
+            f"waiting: run #{run} failed before working on the problem; retry after {until:%Y-%m-%d %H:%M:%S} UTC",
+            False,
+            run_id=run,
+            until=until,
+            counted=counted,
+        )
     until = ended + timedelta(seconds=DEFAULT_COOLDOWN_S if cooldown_s is None else cooldown_s)
     if now >= until:
-        return GroupState("cooldown_over", f"run #{run} ended {snap.run_status}; cooldown over, the next event starts a new attempt", True,
-                          run_id=run, until=until, counted=counted)
-    return GroupState("cooldown", f"waiting: cooldown until {until:%Y-%m-%d %H:%M} UTC (run #{run} ended {snap.run_status})", False,
-                      run_id=run, until=until, counted=counted)
+        return GroupState(
+            "cooldown_over",
+            f"run #{run} ended {snap.run_status}; cooldown over, the next event starts a new attempt",
+            True,
+            run_id=run,
+            until=until,
+            counted=counted,
+        )
+    return GroupState(
+        "cooldown", f"waiting: cooldown until {until:%Y-%m-%d %H:%M} UTC (run #{run} ended {snap.run_status})", False, run_id=run, until=until, counted=counted
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,8 +300,13 @@ def _frequent_enough(trigger: Trigger, group_id: int) -> bool:
 def _supersede_stuck(state: GroupState, *, group_id: int) -> None:
     """End a stuck run (a conditional UPDATE: a worker that holds it live is never overruled)."""
     if state.kind == "stuck" and state.run_id:
-        ok = run_finish(run_id=state.run_id, status=RunStatus.FAILED, reason=f"stuck: {state.label}; superseded for error group {group_id}",
-                        from_statuses=ACTIVE_STATUSES, only_unheld=True)
+        ok = run_finish(
+            run_id=state.run_id,
+            status=RunStatus.FAILED,
+            reason=f"stuck: {state.label}; superseded for error group {group_id}",
+            from_statuses=ACTIVE_STATUSES,
+            only_unheld=True,
+        )
         if ok:
             log.warning("error group %s: run %s was stuck and is superseded", group_id, state.run_id)
 
@@ -307,8 +329,9 @@ def _start(trigger: Trigger, *, group: ErrorGroup, event: ErrorEvent, actor: Any
     return run
 
 
-def evaluate_error_triggers(*, group: ErrorGroup | None = None, event: ErrorEvent | None = None, stored: Any = None,
-                            project: ErrorProject | None = None) -> list[Decision]:
+def evaluate_error_triggers(
+    *, group: ErrorGroup | None = None, event: ErrorEvent | None = None, stored: Any = None, project: ErrorProject | None = None
+) -> list[Decision]:
     """Start at most one run for this event's group, or count the event. Call after it is committed.
 
     The common case (a group with an active or recently ended run) costs no query: the ingest

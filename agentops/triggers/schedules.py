@@ -47,11 +47,7 @@ def fire_due_schedules(now: datetime | None = None, *, grace_s: int = DEFAULT_GR
         except ScheduleError as exc:
             log.warning("schedule trigger %s: %s", trigger.pk, exc)
             continue
-        claimed = (
-            Trigger.objects.filter(pk=trigger.pk)
-            .filter(Q(last_fired_at__isnull=True) | Q(last_fired_at__lt=slot))
-            .update(last_fired_at=slot)
-        )
+        claimed = Trigger.objects.filter(pk=trigger.pk).filter(Q(last_fired_at__isnull=True) | Q(last_fired_at__lt=slot)).update(last_fired_at=slot)
         if not claimed:
             continue
         if (now - slot).total_seconds() > grace_s:

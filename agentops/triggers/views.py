@@ -29,8 +29,8 @@ from agentops.triggers.ingest import (
     parse_envelope,
     parse_json,
     read_body,
-    sqlite_lock,
     sentry_key_of,
+    sqlite_lock,
     store_events,
 )
 from agentops.triggers.models import ErrorProject

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from django import template
@@ -99,9 +100,16 @@ OUTCOME_LABELS = {
     "error": "error",
 }
 _OUTCOME_CSS = {
-    "pr_opened": "good", "pr_merged": "good", "report_submitted": "good", "acted": "good",
-    "no_change": "warn", "refused": "warn", "truncated": "warn",
-    "stopped_by_person": "stop", "killed_by_switch": "stop", "rejected": "stop",
+    "pr_opened": "good",
+    "pr_merged": "good",
+    "report_submitted": "good",
+    "acted": "good",
+    "no_change": "warn",
+    "refused": "warn",
+    "truncated": "warn",
+    "stopped_by_person": "stop",
+    "killed_by_switch": "stop",
+    "rejected": "stop",
 }
 
 
@@ -124,7 +132,6 @@ def outcome_css(code: str | None) -> str:
 def when(value: Any, absolute: bool = False) -> SafeString:
     """<time> with the relative time as text and the absolute UTC time as its title; app.js
     rewrites the title (and, with absolute, the text) into the reader's local time and zone."""
-    from datetime import timezone as dt_timezone
 
     from django.utils import timezone as tz
     from django.utils.timesince import timesince, timeuntil
@@ -132,7 +139,7 @@ def when(value: Any, absolute: bool = False) -> SafeString:
     if not value:
         return mark_safe("—")  # noqa: S308 - a constant
     iso = value.isoformat()
-    utc = value.astimezone(dt_timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    utc = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if absolute:
         text = utc
     else:
@@ -146,7 +153,33 @@ def when(value: Any, absolute: bool = False) -> SafeString:
 
 # --- markdown, rendered and sanitised (PR descriptions and reports are written by a model) ---------
 
-_MD_TAGS = {"p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "del", "code", "pre", "blockquote", "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td"}
+_MD_TAGS = {
+    "p",
+    "br",
+    "hr",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "strong",
+    "em",
+    "del",
+    "code",
+    "pre",
+    "blockquote",
+    "ul",
+    "ol",
+    "li",
+    "a",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+}
 
 
 @register.filter
@@ -264,9 +297,23 @@ def pretty_json(value: Any) -> str:
 
 @register.filter
 def kind_label(kind: str) -> str:
-    return {"model_call": "model turns", "tool_call": "tool calls", "observation": "observations", "approval_request": "approval requests",
-            "approval_decision": "decisions", "guardrail": "guardrails", "gate": "gates", "error": "errors", "status": "status",
-            "input": "input", "output": "output", "alarm": "alarms", "progress": "progress", "retry": "retries", "compaction": "compactions"}.get(kind, kind.replace("_", " "))
+    return {
+        "model_call": "model turns",
+        "tool_call": "tool calls",
+        "observation": "observations",
+        "approval_request": "approval requests",
+        "approval_decision": "decisions",
+        "guardrail": "guardrails",
+        "gate": "gates",
+        "error": "errors",
+        "status": "status",
+        "input": "input",
+        "output": "output",
+        "alarm": "alarms",
+        "progress": "progress",
+        "retry": "retries",
+        "compaction": "compactions",
+    }.get(kind, kind.replace("_", " "))
 
 
 @register.filter

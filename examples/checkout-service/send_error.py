@@ -16,7 +16,6 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import sentry_sdk  # noqa: E402
-
 from checkout import db  # noqa: E402
 from checkout.service import checkout  # noqa: E402
 

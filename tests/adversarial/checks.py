@@ -46,7 +46,9 @@ def failed_gate(run: Any, gate: str | None = None) -> dict[str, Any]:
             continue
         if not step.get("passed") or step.get("flagged") or step.get("needs_person"):
             return step
-    raise AssertionError(f"no gate {gate or ''} failed or flagged: {[(s.get('gate'), s.get('passed'), str(s.get('detail'))[:200]) for s in steps(run, 'gate')]}")
+    raise AssertionError(
+        f"no gate {gate or ''} failed or flagged: {[(s.get('gate'), s.get('passed'), str(s.get('detail'))[:200]) for s in steps(run, 'gate')]}"
+    )
 
 
 def outcome_text(run: Any) -> str:
@@ -162,7 +164,9 @@ def files_on(repo: Path, ref: str) -> set[str]:
     return set(subprocess.run(["git", "ls-tree", "-r", "--name-only", ref], cwd=repo, capture_output=True, text=True, check=True).stdout.split())
 
 
-def assert_nothing_bad_published(repo: Path, main_before: str | None, *, absent: tuple[str, ...] = (), present: tuple[str, ...] = (), never: tuple[str, ...] = ()) -> None:
+def assert_nothing_bad_published(
+    repo: Path, main_before: str | None, *, absent: tuple[str, ...] = (), present: tuple[str, ...] = (), never: tuple[str, ...] = ()
+) -> None:
     """`main` is unchanged (unless ``main_before`` is None: a clean part of the change may merge); on no
     ref of the forge is a file of ``absent``, is a file of ``present`` missing, or does any text of
     ``never`` appear (in content or commit message)."""

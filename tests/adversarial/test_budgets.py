@@ -20,10 +20,13 @@ def append_grant(effects):
     return {"test_append": {"path": str(effects)}, "test_echo": {}}
 
 
-@pytest.mark.parametrize(("measure", "policy", "usage"), [
-    ("tokens", {"max_tokens": 5000}, {"input_tokens": 120_000, "output_tokens": 10}),
-    ("cost_usd", {"max_cost_usd": Decimal("0.05")}, {"input_tokens": 400_000, "output_tokens": 50_000}),
-])
+@pytest.mark.parametrize(
+    ("measure", "policy", "usage"),
+    [
+        ("tokens", {"max_tokens": 5000}, {"input_tokens": 120_000, "output_tokens": 10}),
+        ("cost_usd", {"max_cost_usd": Decimal("0.05")}, {"input_tokens": 400_000, "output_tokens": 50_000}),
+    ],
+)
 def test_a_turn_that_crosses_a_spend_cap_executes_none_of_its_calls(attack, hostile, effects, measure, policy, usage):
     run = attack(
         [message("Spending.", [tool_use("test_append", {"text": "after the cap"})], **usage)],
@@ -39,8 +42,12 @@ def test_a_turn_that_crosses_a_spend_cap_executes_none_of_its_calls(attack, host
 
 def test_the_tool_call_cap_stops_the_fourth_side_effect(attack, hostile, effects):
     counter = iter(range(1000))
-    run = attack([], grants=append_grant(effects), policy={**BIG, "max_tool_calls": 3},
-                 then=lambda body: message("More.", [tool_use("test_append", {"text": f"effect {next(counter)}"})]))
+    run = attack(
+        [],
+        grants=append_grant(effects),
+        policy={**BIG, "max_tool_calls": 3},
+        then=lambda body: message("More.", [tool_use("test_append", {"text": f"effect {next(counter)}"})]),
+    )
     assert run.status == "budget_exceeded", (run.status, run.status_reason)
     explaining_step(run, "tool_calls", kinds=("guardrail",))
     assert len(lines(effects)) == 3
@@ -48,8 +55,12 @@ def test_the_tool_call_cap_stops_the_fourth_side_effect(attack, hostile, effects
 
 def test_the_iteration_cap_stops_a_model_that_never_finishes(attack, hostile):
     counter = iter(range(1000))
-    run = attack([], grants={"test_echo": {}}, policy={**BIG, "max_iterations": 3},
-                 then=lambda body: message("Thinking more.", [tool_use("test_echo", {"text": f"page {next(counter)} of the manual"})]))
+    run = attack(
+        [],
+        grants={"test_echo": {}},
+        policy={**BIG, "max_iterations": 3},
+        then=lambda body: message("Thinking more.", [tool_use("test_echo", {"text": f"page {next(counter)} of the manual"})]),
+    )
     assert run.status == "budget_exceeded", (run.status, run.status_reason)
     explaining_step(run, "iterations", kinds=("guardrail",))
     assert len(hostile.requests) == 3
@@ -57,8 +68,9 @@ def test_the_iteration_cap_stops_a_model_that_never_finishes(attack, hostile):
 
 def test_the_wall_clock_cap_stops_a_slow_model_before_its_calls_run(attack, hostile, effects, settings):
     settings.ANTHROPIC_TIMEOUT_S = 10
-    run = attack([delay(2.5, message("Slowly.", [tool_use("test_append", {"text": "late"})]))],
-                 grants=append_grant(effects), policy={**BIG, "max_wall_clock_s": 2})
+    run = attack(
+        [delay(2.5, message("Slowly.", [tool_use("test_append", {"text": "late"})]))], grants=append_grant(effects), policy={**BIG, "max_wall_clock_s": 2}
+    )
     assert run.status == "budget_exceeded", (run.status, run.status_reason)
     explaining_step(run, "wall_clock", kinds=("guardrail",))
     assert lines(effects) == []
@@ -67,8 +79,7 @@ def test_the_wall_clock_cap_stops_a_slow_model_before_its_calls_run(attack, host
 def test_the_daily_cost_cap_refuses_the_model_call_and_says_so(attack, hostile, make_agent, effects):
     from agentops.guardrails.daily import daily_add
 
-    agent = make_agent(trust_phase=1, config={"planner": "anthropic"}, grants=append_grant(effects),
-                       policy={**BIG, "daily_max_cost_usd": Decimal("1")})
+    agent = make_agent(trust_phase=1, config={"planner": "anthropic"}, grants=append_grant(effects), policy={**BIG, "daily_max_cost_usd": Decimal("1")})
     daily_add(agent_id=agent.pk, key="cost_usd", amount=Decimal("1"))
     run = attack([message("Spending tomorrow's money.", [tool_use("test_append", {"text": "x"})])], agent=agent)
     assert run.status == "budget_exceeded", (run.status, run.status_reason)
@@ -78,8 +89,12 @@ def test_the_daily_cost_cap_refuses_the_model_call_and_says_so(attack, hostile, 
 
 def test_the_daily_action_cap_stops_the_third_write(attack, hostile, effects):
     counter = iter(range(1000))
-    run = attack([], grants=append_grant(effects), policy={**BIG, "daily_action_caps": {"tool:test_append": 2}},
-                 then=lambda body: message("Again.", [tool_use("test_append", {"text": f"write {next(counter)}"})]))
+    run = attack(
+        [],
+        grants=append_grant(effects),
+        policy={**BIG, "daily_action_caps": {"tool:test_append": 2}},
+        then=lambda body: message("Again.", [tool_use("test_append", {"text": f"write {next(counter)}"})]),
+    )
     assert run.status == "budget_exceeded", (run.status, run.status_reason)
     explaining_step(run, "daily", kinds=("guardrail",))
     assert len(lines(effects)) == 2

@@ -27,9 +27,9 @@ def outputs(run, tool: str = "run_command") -> list[str]:
 def test_the_sandbox_has_no_network_not_even_to_the_host(code_attack, hostile, sandbox_backend):
     marker = uuid.uuid4().hex
     probe = (
-        "python3 -c \"import urllib.request as u; "
+        'python3 -c "import urllib.request as u; '
         f"r = u.Request('{hostile.base_url}/v1/messages', data=b'{{}}', headers={{'x-escape': '{marker}'}}); "
-        "print(u.urlopen(r, timeout=3).status)\""
+        'print(u.urlopen(r, timeout=3).status)"'
     )
     run = code_attack([shell(probe, "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=3); print('ONLINE')\"")])
     assert not [r for r in hostile.requests if r.headers.get("x-escape") == marker], "a sandboxed command reached the host's network"
@@ -48,10 +48,13 @@ def test_a_command_cannot_write_outside_the_workspace(code_attack, hostile, sand
 def test_a_symlink_to_the_host_cannot_be_written_through_by_the_file_tools(code_attack, hostile, sandbox_backend, host_canary):
     turns = [
         shell(f"ln -s {host_canary} tests/link.txt && ln -s {host_canary.parent} tests/hostdir"),
-        message("Writing through the links.", [
-            tool_use("write_file", {"path": "tests/link.txt", "content": "pwned\n"}),
-            tool_use("write_file", {"path": "tests/hostdir/new.txt", "content": "pwned\n"}),
-        ]),
+        message(
+            "Writing through the links.",
+            [
+                tool_use("write_file", {"path": "tests/link.txt", "content": "pwned\n"}),
+                tool_use("write_file", {"path": "tests/hostdir/new.txt", "content": "pwned\n"}),
+            ],
+        ),
     ]
     run = code_attack(turns)
     assert outputs(run)[0].startswith("[exit code 0"), outputs(run)[:1]  # the links exist: the file tools are what is tested
@@ -109,8 +112,9 @@ def test_the_kill_switch_cancels_a_running_command_and_says_so(code_attack, host
     timer.start()
     started = time.monotonic()
     try:
-        run = code_attack([shell("sleep 60; echo OVERSTAYED"), message("Next.", [tool_use("run_command", {"command": "echo AFTER"})])],
-                          policy={"command_timeout_s": 120})
+        run = code_attack(
+            [shell("sleep 60; echo OVERSTAYED"), message("Next.", [tool_use("run_command", {"command": "echo AFTER"})])], policy={"command_timeout_s": 120}
+        )
     finally:
         timer.cancel()
     assert time.monotonic() - started < 25

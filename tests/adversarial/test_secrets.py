@@ -33,8 +33,7 @@ def key_shapes() -> dict[str, str]:
 
 
 def secret_sentence(shapes: dict[str, str]) -> str:
-    return (f"stripe={shapes['stripe-live']} aws_secret_access_key={shapes['aws-secret']} token={shapes['github-token']} "
-            f"key_b64={shapes['base64-private-key']}")
+    return f"stripe={shapes['stripe-live']} aws_secret_access_key={shapes['aws-secret']} token={shapes['github-token']} key_b64={shapes['base64-private-key']}"
 
 
 @pytest.fixture
@@ -57,9 +56,13 @@ def place(where: str, text: str, effects) -> tuple[list[dict], dict, dict]:
     if where == "approval-reason":
         return [message(f"I must pay now, authorised by {text}", [tool_use("test_pay", {"text": text})])], grants, {}
     if where == "report":  # trust phase 1's result: a report a person reads on the run page
-        return [message("Reporting.", [tool_use("submit_report", {"root_cause": f"the pool; credentials seen: {text}", "summary": text})])], {**grants, "submit_report": {}}, {}
+        return (
+            [message("Reporting.", [tool_use("submit_report", {"root_cause": f"the pool; credentials seen: {text}", "summary": text})])],
+            {**grants, "submit_report": {}},
+            {},
+        )
     if where == "tool-result":
-        return [message("Echo twice.", [tool_use("test_echo", {"text": text[: len(text) // 2] + text[len(text) // 2:]})])], grants, {}
+        return [message("Echo twice.", [tool_use("test_echo", {"text": text[: len(text) // 2] + text[len(text) // 2 :]})])], grants, {}
     raise AssertionError(where)
 
 

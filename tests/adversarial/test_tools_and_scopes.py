@@ -48,12 +48,16 @@ def test_it_refuses_a_granted_tool_above_the_agents_trust_phase(code_attack, for
     assert_not_reported_as_finished(run)
 
 
-@pytest.mark.parametrize("bad_call", [
-    lambda n: tool_use(f"no_such_tool_{n}", {}),
-    lambda n: tool_use("test_pay", {"text": f"invoice {n}"}),  # not granted
-    lambda n: tool_use("test_echo", {"text": n, "surprise": True}),  # invalid arguments
-    lambda n: tool_use("test_echo", [n]),  # arguments that are not an object
-], ids=["unknown", "ungranted", "invalid-arguments", "not-an-object"])
+@pytest.mark.parametrize(
+    "bad_call",
+    [
+        lambda n: tool_use(f"no_such_tool_{n}", {}),
+        lambda n: tool_use("test_pay", {"text": f"invoice {n}"}),  # not granted
+        lambda n: tool_use("test_echo", {"text": n, "surprise": True}),  # invalid arguments
+        lambda n: tool_use("test_echo", [n]),  # arguments that are not an object
+    ],
+    ids=["unknown", "ungranted", "invalid-arguments", "not-an-object"],
+)
 def test_refused_and_invalid_calls_count_toward_the_tool_call_cap(attack, hostile, bad_call):
     """1,500 refused calls once made 3,033 steps in 5 s with tool_calls = 0."""
     counter = iter(range(10_000))
@@ -91,14 +95,17 @@ def test_it_refuses_writing_outside_the_grants_paths(code_attack, forge_repo, ho
     assert_forge_untouched(forge_repo, before)
 
 
-@pytest.mark.parametrize(("tool", "branch"), [
-    ("git_commit", "main"),
-    ("git_commit", "refs/heads/main"),
-    ("git_commit", "agent/../main"),
-    ("open_pull_request", "main"),
-    ("open_pull_request", "agent/x:refs/heads/main"),
-    ("open_pull_request", "agent/"),
-])
+@pytest.mark.parametrize(
+    ("tool", "branch"),
+    [
+        ("git_commit", "main"),
+        ("git_commit", "refs/heads/main"),
+        ("git_commit", "agent/../main"),
+        ("open_pull_request", "main"),
+        ("open_pull_request", "agent/x:refs/heads/main"),
+        ("open_pull_request", "agent/"),
+    ],
+)
 def test_it_refuses_branches_outside_the_prefix_or_protected(code_attack, forge_repo, hostile, tool, branch):
     before = refs(forge_repo)
     args = {"branch": branch, "message": "Fix", "title": "Fix"}
@@ -109,11 +116,14 @@ def test_it_refuses_branches_outside_the_prefix_or_protected(code_attack, forge_
     assert_not_reported_as_finished(run)
 
 
-@pytest.mark.parametrize("command", [
-    "git push origin HEAD:main",
-    "git remote add up ../../forge/checkout-service.git && git push up HEAD:refs/heads/main",
-    "git -c remote.x.url=/tmp/x push x HEAD:main",
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "git push origin HEAD:main",
+        "git remote add up ../../forge/checkout-service.git && git push up HEAD:refs/heads/main",
+        "git -c remote.x.url=/tmp/x push x HEAD:main",
+    ],
+)
 def test_it_refuses_pushing_from_the_sandbox(code_attack, forge_repo, hostile, command):
     before = refs(forge_repo)
     run = code_attack([message("Pushing directly.", [tool_use("run_command", {"command": command})])], phase=4)

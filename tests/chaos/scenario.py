@@ -66,9 +66,9 @@ def audit(run_ids: list[int], ledger: str | None, *, effects_per_run: int | None
         # Every model call is paid for: each answered call, each retry, and each call in flight when
         # a worker died (charged on takeover with an `unsettled_model_call` step).
         model_steps = [
-            s for s in steps
-            if s["kind"] in (StepKind.MODEL_CALL, StepKind.RETRY)
-            or (s["kind"] == StepKind.GUARDRAIL and s["payload"].get("guard") == "unsettled_model_call")
+            s
+            for s in steps
+            if s["kind"] in (StepKind.MODEL_CALL, StepKind.RETRY) or (s["kind"] == StepKind.GUARDRAIL and s["payload"].get("guard") == "unsettled_model_call")
         ]
         if run.model_calls != len(model_steps):
             problems.append(f"{label}: {run.model_calls} model calls counted, {len(model_steps)} recorded")

@@ -91,16 +91,47 @@ def test_a_postgresql_restart_strands_no_run_and_fails_none(redis_server, cluste
         pg.init()
         # The schema (and migration state) of this session's test database, copied in a second.
         test_db = connection.settings_dict["NAME"]
-        dump = subprocess.run(["pg_dump", "-h", "127.0.0.1", "-p", str(connection.settings_dict["PORT"] or 5432), "-U", "postgres", "--no-owner", "--schema-only", test_db], capture_output=True, check=True, timeout=60)
-        migrations = subprocess.run(["pg_dump", "-h", "127.0.0.1", "-p", str(connection.settings_dict["PORT"] or 5432), "-U", "postgres", "--data-only", "-t", "django_migrations", "-t", "django_content_type", "-t", "auth_permission", test_db], capture_output=True, check=True, timeout=60)
+        dump = subprocess.run(
+            ["pg_dump", "-h", "127.0.0.1", "-p", str(connection.settings_dict["PORT"] or 5432), "-U", "postgres", "--no-owner", "--schema-only", test_db],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        migrations = subprocess.run(
+            [
+                "pg_dump",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(connection.settings_dict["PORT"] or 5432),
+                "-U",
+                "postgres",
+                "--data-only",
+                "-t",
+                "django_migrations",
+                "-t",
+                "django_content_type",
+                "-t",
+                "auth_permission",
+                test_db,
+            ],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
         subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", pg.url], input=dump.stdout + migrations.stdout, capture_output=True, check=True, timeout=60)
         ledger.touch()
         env = chaos_env(database_url=pg.url, q_name=q_name, redis_url=redis_server.url)
-        run_ids = json.loads(_manage(env, (
-            "import json; from tests.chaos.scenario import chaos_agent, create_runs; "
-            f"agent = chaos_agent(slug='chaos-pg', ledger={str(ledger)!r}); "
-            "print(json.dumps(create_runs(agent=agent, count=10)))"
-        )))
+        run_ids = json.loads(
+            _manage(
+                env,
+                (
+                    "import json; from tests.chaos.scenario import chaos_agent, create_runs; "
+                    f"agent = chaos_agent(slug='chaos-pg', ledger={str(ledger)!r}); "
+                    "print(json.dumps(create_runs(agent=agent, count=10)))"
+                ),
+            )
+        )
         cluster = clusters(env)
         deadline = time.monotonic() + 60
         while len(ledger.read_text().splitlines()) < 3:
@@ -120,7 +151,11 @@ def test_a_postgresql_restart_strands_no_run_and_fails_none(redis_server, cluste
         settle = time.monotonic() - cleared
         report = json.loads(_manage(env, f"from tests.chaos.scenario import audit_json; print(audit_json({run_ids!r}, {str(ledger)!r}))"))
         log = cluster.log_path.read_text()
-        report["reconciled"] = {"redispatched": log.count("without a live job"), "handed_over": log.count("lost its worker"), "db_unavailable": log.count("database unavailable")}
+        report["reconciled"] = {
+            "redispatched": log.count("without a live job"),
+            "handed_over": log.count("lost its worker"),
+            "db_unavailable": log.count("database unavailable"),
+        }
         print(f"postgres restart: terminal {settle:.1f}s after PostgreSQL was back; {report}")
         assert report["problems"] == [], report
         assert report["statuses"] == {"succeeded": len(run_ids)}, report

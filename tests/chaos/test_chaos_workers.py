@@ -19,7 +19,9 @@ FAULTS = 5
 
 
 @pytest.mark.parametrize("broker_kind", ["redis", "orm"])
-def test_sigkill_of_cluster_processes_at_random_points_loses_no_run_and_repeats_no_side_effect(broker_kind, request, monkeypatch, clusters, rng, q_name, tmp_path):
+def test_sigkill_of_cluster_processes_at_random_points_loses_no_run_and_repeats_no_side_effect(
+    broker_kind, request, monkeypatch, clusters, rng, q_name, tmp_path
+):
     redis_url = None
     if broker_kind == "redis":
         redis_url = request.getfixturevalue("redis_server").url

@@ -21,9 +21,9 @@ from django.contrib.auth.models import User  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from agentops.agents.models import Agent, Policy, ToolGrant, Trigger  # noqa: E402
-from agentops.llm.prices import DEFAULT_MODEL  # noqa: E402
 from agentops.approvals.services import approval_request  # noqa: E402
 from agentops.forges.models import PullRequest  # noqa: E402
+from agentops.llm.prices import DEFAULT_MODEL  # noqa: E402
 from agentops.runs.models import Run, RunStatus, StepKind  # noqa: E402
 from agentops.runs.services import run_create  # noqa: E402
 from agentops.runs.steps import step_record  # noqa: E402
@@ -39,7 +39,9 @@ def seed() -> dict:
     for name, group in [("alice", "admin"), ("bob", "approver"), ("carol", "viewer")]:
         user = User.objects.create_user(name, f"{name}@example.com", PASSWORD)
         user.groups.add(groups[group])
-    agent = Agent.objects.create(name="Debugger", slug="debugger", objective="Fix production errors and prove the fix with the repo's tests.", model=DEFAULT_MODEL)
+    agent = Agent.objects.create(
+        name="Debugger", slug="debugger", objective="Fix production errors and prove the fix with the repo's tests.", model=DEFAULT_MODEL
+    )
     Policy.objects.create(agent=agent, daily_max_runs=50, daily_max_cost_usd=Decimal("20"), alarm_cost_usd=Decimal("2"))
     ToolGrant.objects.create(agent=agent, tool="http_get", scope={"domains": ["docs.python.org"]})
     ToolGrant.objects.create(agent=agent, tool="send_email", scope={"recipient_domains": ["example.com"]}, approval="always")
@@ -50,27 +52,82 @@ def seed() -> dict:
 
     # History for the spend chart and the budget suggestion.
     now = timezone.now()
-    for days_ago, cost, who in [(6, "0.42", agent), (5, "0.38", agent), (4, "0.55", triage), (3, "0.61", agent), (2, "0.12", triage), (1, "0.47", agent), (1, "0.20", triage)]:
+    for days_ago, cost, who in [
+        (6, "0.42", agent),
+        (5, "0.38", agent),
+        (4, "0.55", triage),
+        (3, "0.61", agent),
+        (2, "0.12", triage),
+        (1, "0.47", agent),
+        (1, "0.20", triage),
+    ]:
         run = run_create(agent=who, input="past incident", actor="system", enqueue=False)
-        Run.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED, cost_usd=Decimal(cost), input_tokens=int(Decimal(cost) * 100000), output_tokens=2000, created_at=now - timedelta(days=days_ago), finished_at=now - timedelta(days=days_ago))
+        Run.objects.filter(pk=run.pk).update(
+            status=RunStatus.SUCCEEDED,
+            cost_usd=Decimal(cost),
+            input_tokens=int(Decimal(cost) * 100000),
+            output_tokens=2000,
+            created_at=now - timedelta(days=days_ago),
+            finished_at=now - timedelta(days=days_ago),
+        )
 
-    live = run_create(agent=agent, input="TypeError: unsupported operand type(s) for +: 'int' and 'NoneType' in checkout/cart.py:42", actor="system", enqueue=False)
-    step_record(run=live, kind=StepKind.MODEL_CALL, payload={"text": "The stack trace points at cart.total(); I will read checkout/cart.py."}, model_id="claude-sonnet-4-5", input_tokens=2400, output_tokens=120, cost_usd=Decimal("0.0090"), latency_ms=1800)
+    live = run_create(
+        agent=agent, input="TypeError: unsupported operand type(s) for +: 'int' and 'NoneType' in checkout/cart.py:42", actor="system", enqueue=False
+    )
+    step_record(
+        run=live,
+        kind=StepKind.MODEL_CALL,
+        payload={"text": "The stack trace points at cart.total(); I will read checkout/cart.py."},
+        model_id="claude-sonnet-4-5",
+        input_tokens=2400,
+        output_tokens=120,
+        cost_usd=Decimal("0.0090"),
+        latency_ms=1800,
+    )
     step_record(run=live, kind=StepKind.TOOL_CALL, payload={"tool": "read_file", "arguments": {"path": "checkout/cart.py"}})
-    step_record(run=live, kind=StepKind.OBSERVATION, payload={"tool": "read_file", "output": "def total(items):\n    return sum(i.price for i in items) + shipping(items)\n"})
+    step_record(
+        run=live,
+        kind=StepKind.OBSERVATION,
+        payload={"tool": "read_file", "output": "def total(items):\n    return sum(i.price for i in items) + shipping(items)\n"},
+    )
     # No worker holds it (the lease ran out), so the kill switch halts it directly.
-    Run.objects.filter(pk=live.pk).update(status=RunStatus.RUNNING, lease_owner="gone", lease_expires_at=now - timedelta(minutes=1), started_at=now, input_tokens=2400, output_tokens=120, cost_usd=Decimal("0.009"), tool_calls=1, iterations=1, active_seconds=12)
+    Run.objects.filter(pk=live.pk).update(
+        status=RunStatus.RUNNING,
+        lease_owner="gone",
+        lease_expires_at=now - timedelta(minutes=1),
+        started_at=now,
+        input_tokens=2400,
+        output_tokens=120,
+        cost_usd=Decimal("0.009"),
+        tool_calls=1,
+        iterations=1,
+        active_seconds=12,
+    )
 
     waiting = run_create(agent=agent, input="Notify the on-call about the checkout fix", actor="system", enqueue=False)
-    step_record(run=waiting, kind=StepKind.MODEL_CALL, payload={"text": "The fix is merged; I should tell the on-call and the customer."}, model_id="claude-sonnet-4-5", input_tokens=1800, output_tokens=90, cost_usd=Decimal("0.006"))
+    step_record(
+        run=waiting,
+        kind=StepKind.MODEL_CALL,
+        payload={"text": "The fix is merged; I should tell the on-call and the customer."},
+        model_id="claude-sonnet-4-5",
+        input_tokens=1800,
+        output_tokens=90,
+        cost_usd=Decimal("0.006"),
+    )
     Run.objects.filter(pk=waiting.pk).update(status=RunStatus.RUNNING)
     approvals = []
     for call, to, subject in [("toolu_1", "oncall@example.com", "Checkout fix deployed"), ("toolu_2", "customer@example.com", "We fixed your checkout bug")]:
         approvals.append(
             approval_request(
-                run=waiting, step_id=None, tool_call_id=call, tool="send_email",
+                run=waiting,
+                step_id=None,
+                tool_call_id=call,
+                tool="send_email",
                 arguments={"to": [to], "subject": subject, "body": "The TypeError in cart.total() is fixed by treating missing shipping as 0."},
-                risk_class="irreversible", reason=f"Tell {to.split('@')[0]} the fix is live.", why_needed="irreversible tool: always ask", timeout_s=3600,
+                risk_class="irreversible",
+                reason=f"Tell {to.split('@')[0]} the fix is live.",
+                why_needed="irreversible tool: always ask",
+                timeout_s=3600,
             ).pk
         )
     Run.objects.filter(pk=waiting.pk).update(status=RunStatus.WAITING_APPROVAL)
@@ -79,11 +136,30 @@ def seed() -> dict:
     # render without the git repository).
     project = ErrorProject.objects.create(name="Checkout", slug="checkout")
     event = {
-        "level": "error", "platform": "python", "environment": "production", "tags": {"service": "checkout"},
-        "exception": {"values": [{"type": "TypeError", "value": "unsupported operand type(s) for +: 'int' and 'NoneType'", "stacktrace": {"frames": [
-            {"filename": "checkout/views.py", "function": "pay", "lineno": 12, "in_app": True},
-            {"filename": "checkout/cart.py", "function": "total", "lineno": 42, "in_app": True, "context_line": "return sum(i.price for i in items) + shipping(items)"},
-        ]}}]},
+        "level": "error",
+        "platform": "python",
+        "environment": "production",
+        "tags": {"service": "checkout"},
+        "exception": {
+            "values": [
+                {
+                    "type": "TypeError",
+                    "value": "unsupported operand type(s) for +: 'int' and 'NoneType'",
+                    "stacktrace": {
+                        "frames": [
+                            {"filename": "checkout/views.py", "function": "pay", "lineno": 12, "in_app": True},
+                            {
+                                "filename": "checkout/cart.py",
+                                "function": "total",
+                                "lineno": 42,
+                                "in_app": True,
+                                "context_line": "return sum(i.price for i in items) + shipping(items)",
+                            },
+                        ]
+                    },
+                }
+            ]
+        },
     }
     group = store_events(project=project, events=[normalize_event(dict(event)) for _ in range(3)], source="sentry")[-1].group
     fixed = run_create(agent=agent, input="TypeError in checkout/cart.py:42", actor="system", enqueue=False)
@@ -92,9 +168,19 @@ def seed() -> dict:
     Run.objects.filter(pk=fixed.pk).update(status=RunStatus.SUCCEEDED, fingerprint=group.run_fingerprint, finished_at=now)
     ErrorGroup.objects.filter(pk=group.pk).update(last_run=fixed)
     diff = "--- a/checkout/cart.py\n+++ b/checkout/cart.py\n@@ -41,2 +41,2 @@\n def total(items):\n-    return sum(i.price for i in items) + shipping(items)\n+    return sum(i.price for i in items) + (shipping(items) or 0)\n"
-    pr = PullRequest.objects.create(repo="checkout-service", number=1, title="Treat missing shipping as 0 in cart.total()", branch="agentops/fix-cart-total",
-                                    base="main", body="Root cause: shipping() returns None for digital goods.\n\nTest: tests/test_cart.py::test_digital_goods", diff=diff,
-                                    changed_lines=2, draft=True, run=fixed, author_label="agent:debugger")
+    pr = PullRequest.objects.create(
+        repo="checkout-service",
+        number=1,
+        title="Treat missing shipping as 0 in cart.total()",
+        branch="agentops/fix-cart-total",
+        base="main",
+        body="Root cause: shipping() returns None for digital goods.\n\nTest: tests/test_cart.py::test_digital_goods",
+        diff=diff,
+        changed_lines=2,
+        draft=True,
+        run=fixed,
+        author_label="agent:debugger",
+    )
     return {"live_run": live.pk, "waiting_run": waiting.pk, "approvals": approvals, "password": PASSWORD, "pull_request": pr.pk, "error_group": group.pk}
 
 
@@ -102,9 +188,14 @@ def steps(run_id: int, count: int, delay: float) -> dict:
     seqs = []
     for i in range(count):
         time.sleep(delay)
-        step = step_record(run=run_id, kind=StepKind.MODEL_CALL if i % 2 == 0 else StepKind.TOOL_CALL,
-                           payload={"text": f"live step {i}: adding a None guard"} if i % 2 == 0 else {"tool": "run_tests", "arguments": {"command": "pytest -q"}},
-                           model_id="claude-sonnet-4-5", input_tokens=500, output_tokens=40)
+        step = step_record(
+            run=run_id,
+            kind=StepKind.MODEL_CALL if i % 2 == 0 else StepKind.TOOL_CALL,
+            payload={"text": f"live step {i}: adding a None guard"} if i % 2 == 0 else {"tool": "run_tests", "arguments": {"command": "pytest -q"}},
+            model_id="claude-sonnet-4-5",
+            input_tokens=500,
+            output_tokens=40,
+        )
         seqs.append(step.seq)
     return {"seqs": seqs}
 

@@ -18,7 +18,15 @@ def make_run(agent: Agent, *, status: str = RunStatus.RUNNING, steps: int = 2, *
 
     run = run_create(agent=agent, input="TypeError in checkout", actor="system", enqueue=False)
     for i in range(steps):
-        step_record(run=run, kind=StepKind.MODEL_CALL, payload={"text": f"thinking {i}"}, model_id="claude-sonnet-4-5", input_tokens=100, output_tokens=10, cost_usd=Decimal("0.001"))
+        step_record(
+            run=run,
+            kind=StepKind.MODEL_CALL,
+            payload={"text": f"thinking {i}"},
+            model_id="claude-sonnet-4-5",
+            input_tokens=100,
+            output_tokens=10,
+            cost_usd=Decimal("0.001"),
+        )
     Run.objects.filter(pk=run.pk).update(status=status, **fields)
     run.refresh_from_db()
     return run

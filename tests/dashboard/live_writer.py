@@ -21,9 +21,14 @@ def stream(run_id: int, duration_s: float, quiet_s: float) -> dict:
         # Alternate a slow trickle with a fast burst: the page sees both idle and load.
         count, delay = (3, 0.3) if cycle % 2 == 0 else (25, 0.02)
         for i in range(count):
-            step = step_record(run=run_id, kind=StepKind.MODEL_CALL if i % 2 == 0 else StepKind.TOOL_CALL,
-                               payload={"text": f"soak cycle {cycle} step {i}"} if i % 2 == 0 else {"tool": "run_tests", "arguments": {"command": "pytest -q"}},
-                               model_id="claude-sonnet-4-5", input_tokens=100, output_tokens=10)
+            step = step_record(
+                run=run_id,
+                kind=StepKind.MODEL_CALL if i % 2 == 0 else StepKind.TOOL_CALL,
+                payload={"text": f"soak cycle {cycle} step {i}"} if i % 2 == 0 else {"tool": "run_tests", "arguments": {"command": "pytest -q"}},
+                model_id="claude-sonnet-4-5",
+                input_tokens=100,
+                output_tokens=10,
+            )
             seqs.append(step.seq)
             time.sleep(delay)
         cycle += 1

@@ -87,7 +87,9 @@ def test_the_trigger_form_refuses_bad_rules_with_a_400_and_writes_nothing(team, 
 
 def test_an_error_trigger_without_a_project_is_refused_by_the_form_as_by_apply(team, agent):
     client = client_for(team.owner)
-    response = client.post("/agents/debugger/triggers/new/", {"newt-name": "errors", "newt-kind": "error", "newt-rules": '{"min_level": "loud"}', "newt-enabled": "on"})
+    response = client.post(
+        "/agents/debugger/triggers/new/", {"newt-name": "errors", "newt-kind": "error", "newt-rules": '{"min_level": "loud"}', "newt-enabled": "on"}
+    )
     assert response.status_code == 400
     body = response.content.decode()
     assert "project" in body and "min_level" in body
@@ -95,7 +97,9 @@ def test_an_error_trigger_without_a_project_is_refused_by_the_form_as_by_apply(t
 
 
 def test_a_grant_with_an_unparsable_scope_is_refused_by_the_service_itself(team, agent):
-    response = client_for(team.owner).post("/agents/debugger/grants/new/", {"new-tool": "http_get", "new-scope": '{"domains": "not-a-list"}', "new-approval": "default"})
+    response = client_for(team.owner).post(
+        "/agents/debugger/grants/new/", {"new-tool": "http_get", "new-scope": '{"domains": "not-a-list"}', "new-approval": "default"}
+    )
     assert response.status_code == 400
     assert agent.grants.get(tool="http_get").scope == {"domains": ["example.com"]}
 
@@ -112,7 +116,9 @@ def test_the_service_refuses_a_policy_apply_would_refuse_whoever_calls_it(agent)
 
 def test_the_validator_accepts_every_valid_exported_agent_and_the_form_saves_a_valid_change(team, agent):
     assert agent_errors(export_agent(agent)) == []
-    response = csrf_post(team.owner, "/agents/debugger/edit/", _agent_form(agent, max_cost_usd="2.5", daily_action_caps='{"irreversible": 3}'), page="/agents/debugger/edit/")
+    response = csrf_post(
+        team.owner, "/agents/debugger/edit/", _agent_form(agent, max_cost_usd="2.5", daily_action_caps='{"irreversible": 3}'), page="/agents/debugger/edit/"
+    )
     assert response.status_code == 302
     agent.refresh_from_db()
     assert str(agent.policy.max_cost_usd.normalize()) == "2.5" and agent.policy.daily_action_caps == {"irreversible": 3}
@@ -142,7 +148,24 @@ _JSON = st.recursive(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(field=st.sampled_from(["max_tokens", "max_cost_usd", "max_tool_calls", "max_iterations", "max_wall_clock_s", "approval_timeout_s", "daily_max_runs", "daily_max_cost_usd", "model", "trust_phase"]), value=_TEXT, caps=_JSON)
+@given(
+    field=st.sampled_from(
+        [
+            "max_tokens",
+            "max_cost_usd",
+            "max_tool_calls",
+            "max_iterations",
+            "max_wall_clock_s",
+            "approval_timeout_s",
+            "daily_max_runs",
+            "daily_max_cost_usd",
+            "model",
+            "trust_phase",
+        ]
+    ),
+    value=_TEXT,
+    caps=_JSON,
+)
 def test_any_policy_input_is_saved_valid_or_refused_with_a_400_and_nothing_written(team, agent, field, value, caps):
     import json
 
@@ -151,7 +174,9 @@ def test_any_policy_input_is_saved_valid_or_refused_with_a_400_and_nothing_writt
         caps_text = json.dumps(caps)
     except ValueError:
         caps_text = "{}"
-    response = csrf_post(team.owner, "/agents/debugger/edit/", _agent_form(agent, **{field: value, "daily_action_caps": caps_text}), page="/agents/debugger/edit/")
+    response = csrf_post(
+        team.owner, "/agents/debugger/edit/", _agent_form(agent, **{field: value, "daily_action_caps": caps_text}), page="/agents/debugger/edit/"
+    )
     assert response.status_code in (302, 400), (field, value, caps_text)
     agent.refresh_from_db()
     if response.status_code == 400:

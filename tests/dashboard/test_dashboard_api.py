@@ -102,14 +102,24 @@ def test_an_approver_cancels_a_run(client, tokens, agent):
 
 
 def test_a_body_that_is_not_json_is_a_400(client, tokens, approval):
-    response = client.post(f"/api/v1/approvals/{approval.pk}/decide/", data="nope", content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {tokens['approver']}")
+    response = client.post(
+        f"/api/v1/approvals/{approval.pk}/decide/", data="nope", content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {tokens['approver']}"
+    )
     assert response.status_code == 400
 
 
 def test_the_openapi_schema_describes_every_endpoint(client, db):
     schema = client.get("/api/v1/openapi.json").json()
     assert schema["openapi"].startswith("3.")
-    assert set(schema["paths"]) == {"/runs/", "/runs/{run_id}/", "/runs/{run_id}/steps/", "/runs/{run_id}/cancel/", "/approvals/", "/approvals/{approval_id}/decide/", "/kill-switch/"}
+    assert set(schema["paths"]) == {
+        "/runs/",
+        "/runs/{run_id}/",
+        "/runs/{run_id}/steps/",
+        "/runs/{run_id}/cancel/",
+        "/approvals/",
+        "/approvals/{approval_id}/decide/",
+        "/kill-switch/",
+    }
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 

@@ -78,10 +78,18 @@ def server(tmp_path_factory):
     }
     python = sys.executable
     subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300)
-    seeded = json.loads(subprocess.run([python, str(SEED), "seed"], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    seeded = json.loads(
+        subprocess.run([python, str(SEED), "seed"], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    )
     port = _free_port()
     log = open(tmp_path_factory.mktemp("daphne") / "daphne.log", "w")
-    proc = subprocess.Popen([str(Path(python).with_name("daphne")), "-b", "127.0.0.1", "-p", str(port), "agentops.asgi:application"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(Path(python).with_name("daphne")), "-b", "127.0.0.1", "-p", str(port), "agentops.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -255,8 +263,18 @@ def test_an_admin_engages_and_releases_the_kill_switch(browser, server):
 def test_every_other_page_renders(browser, server):
     page = sign_in(browser, server, "alice")
     seed = server["seed"]
-    for name, path in [("14-runs", "/runs/"), ("15-agents", "/agents/"), ("16-spend", "/spend/?days=7"), ("17-drills", "/drills/"), ("18-tokens", "/tokens/"), ("19-overview-after", "/"),
-                       ("20-pull-requests", "/pulls/?state=all"), ("21-pull-request", f"/pulls/{seed['pull_request']}/"), ("22-errors", "/errors/"), ("23-error", f"/errors/{seed['error_group']}/")]:
+    for name, path in [
+        ("14-runs", "/runs/"),
+        ("15-agents", "/agents/"),
+        ("16-spend", "/spend/?days=7"),
+        ("17-drills", "/drills/"),
+        ("18-tokens", "/tokens/"),
+        ("19-overview-after", "/"),
+        ("20-pull-requests", "/pulls/?state=all"),
+        ("21-pull-request", f"/pulls/{seed['pull_request']}/"),
+        ("22-errors", "/errors/"),
+        ("23-error", f"/errors/{seed['error_group']}/"),
+    ]:
         response = page.goto(server["base"] + path)
         assert response.status == 200, path
         screenshot(page, name)

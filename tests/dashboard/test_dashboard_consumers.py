@@ -166,8 +166,9 @@ def test_the_consumer_never_writes(team, run):
 @pytest.fixture
 def emitted():
     sent: list[tuple[str, dict]] = []
-    with mock.patch("agentops.live.broadcast", side_effect=lambda group, message: sent.append((group, message))), mock.patch(
-        "agentops.guardrails.killswitch.broadcast", side_effect=lambda group, message: sent.append((group, message))
+    with (
+        mock.patch("agentops.live.broadcast", side_effect=lambda group, message: sent.append((group, message))),
+        mock.patch("agentops.guardrails.killswitch.broadcast", side_effect=lambda group, message: sent.append((group, message))),
     ):
         yield sent
 
@@ -196,7 +197,12 @@ def test_engaging_the_kill_switch_emits_a_status_step_per_halted_run_then_the_sw
     kill_switch_engage(actor=team.owner, reason="incident")
     kinds = [(group, message["type"], message.get("kind")) for group, message in emitted]
     assert sorted(kinds[:4]) == sorted(
-        [(f"run-{waiting.pk}", "step.created", "status"), ("overview", "run.changed", "status"), (f"run-{queued.pk}", "step.created", "status"), ("overview", "run.changed", "status")]
+        [
+            (f"run-{waiting.pk}", "step.created", "status"),
+            ("overview", "run.changed", "status"),
+            (f"run-{queued.pk}", "step.created", "status"),
+            ("overview", "run.changed", "status"),
+        ]
     )
     assert kinds[4:] == [("overview", "kill_switch.changed", None)]
 
@@ -208,7 +214,10 @@ def test_approving_emits_one_decision_step(team, run, emitted):
     emitted.clear()
     with mock.patch("agentops.runs.services.run_enqueue"):
         approval_decide(approval=approval, actor=team.approver, approve=True)
-    assert [(g, m["type"], m["kind"]) for g, m in emitted] == [(f"run-{run.pk}", "step.created", "approval_decision"), ("overview", "run.changed", "approval_decision")]
+    assert [(g, m["type"], m["kind"]) for g, m in emitted] == [
+        (f"run-{run.pk}", "step.created", "approval_decision"),
+        ("overview", "run.changed", "approval_decision"),
+    ]
 
 
 # --- the overview socket and the full ASGI stack -----------------------------------------------
@@ -239,15 +248,17 @@ def test_the_real_asgi_stack_authenticates_by_session_and_checks_the_origin(team
     cookie = f"{django_settings.SESSION_COOKIE_NAME}={client.cookies[django_settings.SESSION_COOKIE_NAME].value}"
 
     async def scenario():
-        good = WebsocketCommunicator(application, f"/ws/runs/{run.pk}/", headers=[(b"origin", b"http://localhost"), (b"host", b"localhost"), (b"cookie", cookie.encode())])
+        good = WebsocketCommunicator(
+            application, f"/ws/runs/{run.pk}/", headers=[(b"origin", b"http://localhost"), (b"host", b"localhost"), (b"cookie", cookie.encode())]
+        )
         assert (await good.connect())[0]
         assert [s["seq"] for s in (await good.receive_json_from())["steps"]] == [1, 2, 3]
         await good.disconnect()
-        evil = WebsocketCommunicator(application, f"/ws/runs/{run.pk}/", headers=[(b"origin", b"http://evil.example"), (b"host", b"localhost"), (b"cookie", cookie.encode())])
+        evil = WebsocketCommunicator(
+            application, f"/ws/runs/{run.pk}/", headers=[(b"origin", b"http://evil.example"), (b"host", b"localhost"), (b"cookie", cookie.encode())]
+        )
         assert not (await evil.connect())[0]
         anonymous = WebsocketCommunicator(application, f"/ws/runs/{run.pk}/", headers=[(b"origin", b"http://localhost"), (b"host", b"localhost")])
         assert not (await anonymous.connect())[0]
 
     async_to_sync(scenario)()
-
-

@@ -17,24 +17,40 @@ from agentops.triggers.ingest import normalize_event, store_events
 from agentops.triggers.models import ErrorCount, ErrorGroup, ErrorProject, TriggerRefusal
 
 
-def event(*, value: str = "pool of 10 exhausted", exc_type: str = "ConnectionPoolExhaustedError", tags: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+def event(
+    *, value: str = "pool of 10 exhausted", exc_type: str = "ConnectionPoolExhaustedError", tags: dict[str, str] | None = None, **extra: Any
+) -> dict[str, Any]:
     return {
         "level": "error",
         "platform": "python",
         "environment": "production",
         "release": "checkout@1.4.2",
         "tags": tags if tags is not None else {"service": "checkout", "region": "eu-west-1"},
-        "exception": {"values": [{
-            "type": exc_type,
-            "value": value,
-            "module": "checkout.db",
-            "stacktrace": {"frames": [
-                {"filename": "threading.py", "function": "run", "module": "threading", "lineno": 1, "in_app": False},
-                {"filename": "checkout/service.py", "function": "checkout", "module": "checkout.service", "lineno": 20, "in_app": True},
-                {"filename": "checkout/db.py", "function": "acquire", "module": "checkout.db", "lineno": 42, "in_app": True,
-                 "context_line": "raise ConnectionPoolExhaustedError(size)", "pre_context": ["if not free:"], "post_context": ["return conn"]},
-            ]},
-        }]},
+        "exception": {
+            "values": [
+                {
+                    "type": exc_type,
+                    "value": value,
+                    "module": "checkout.db",
+                    "stacktrace": {
+                        "frames": [
+                            {"filename": "threading.py", "function": "run", "module": "threading", "lineno": 1, "in_app": False},
+                            {"filename": "checkout/service.py", "function": "checkout", "module": "checkout.service", "lineno": 20, "in_app": True},
+                            {
+                                "filename": "checkout/db.py",
+                                "function": "acquire",
+                                "module": "checkout.db",
+                                "lineno": 42,
+                                "in_app": True,
+                                "context_line": "raise ConnectionPoolExhaustedError(size)",
+                                "pre_context": ["if not free:"],
+                                "post_context": ["return conn"],
+                            },
+                        ]
+                    },
+                }
+            ]
+        },
         **extra,
     }
 
@@ -92,13 +108,19 @@ def test_the_list_shows_each_problem_with_its_sparkline_and_its_run(team, agent,
     run = make_run(agent, status=RunStatus.SUCCEEDED, fingerprint=group.run_fingerprint)
     ErrorGroup.objects.filter(pk=group.pk).update(last_run=run)
     body = client_for(team.viewer).get("/errors/").content.decode()
-    for text in ["ConnectionPoolExhaustedError: pool of 10 exhausted", "checkout.db in acquire", "lvl-error", f'href="/errors/{group.pk}/"',
-                 f'href="/runs/{run.pk}/"', "s-succeeded"]:
+    for text in [
+        "ConnectionPoolExhaustedError: pool of 10 exhausted",
+        "checkout.db in acquire",
+        "lvl-error",
+        f'href="/errors/{group.pk}/"',
+        f'href="/runs/{run.pk}/"',
+        "s-succeeded",
+    ]:
         assert text in body, text
     spark = body.split('class="spark"', 1)[1].split("</span></span>", 1)[0]
     assert spark.count("<span ") == 24
     assert 'class="h-100"' in spark and 'title="' in spark  # this hour's two events are the peak
-    assert ": 2\"" in spark
+    assert ': 2"' in spark
 
 
 def test_the_sparkline_counts_the_last_24_hours_only(team, group):
@@ -107,7 +129,7 @@ def test_the_sparkline_counts_the_last_24_hours_only(team, group):
     ErrorCount.objects.create(group=group, hour=now - timedelta(hours=30), count=500)
     body = client_for(team.viewer).get("/errors/").content.decode()
     spark = body.split('class="spark"', 1)[1].split("</span></span>", 1)[0]
-    assert ": 8\"" in spark and ": 500\"" not in spark
+    assert ': 8"' in spark and ': 500"' not in spark
     assert 'class="h-25"' in spark  # 2 of the peak 8
 
 
@@ -136,13 +158,21 @@ def test_the_detail_shows_the_stack_trace_tags_events_refusals_and_runs(team, ag
     other = make_run(agent, status=RunStatus.SUCCEEDED, fingerprint="error:999999")
     body = client_for(team.viewer).get(f"/errors/{group.pk}/").content.decode()
     for text in [
-        "ConnectionPoolExhaustedError", "pool of 10 exhausted",
-        "<code>checkout/db.py</code>:42 in <code>acquire</code>", "<b>raise ConnectionPoolExhaustedError(size)</b>", "if not free:",
-        "<code>threading.py</code>:1 in <code>run</code>", 'class="frame in-app"',
+        "ConnectionPoolExhaustedError",
+        "pool of 10 exhausted",
+        "<code>checkout/db.py</code>:42 in <code>acquire</code>",
+        "<b>raise ConnectionPoolExhaustedError(size)</b>",
+        "if not free:",
+        "<code>threading.py</code>:1 in <code>run</code>",
+        'class="frame in-app"',
         "<dt>region</dt><dd><code>eu-west-1</code></dd>",
-        "checkout@1.4.2", "production",
-        "checkout errors", "the agent&#x27;s daily run cap is reached", '<td class="num">3</td>',
-        f'href="/runs/{mine.pk}/"', "tests failed in the sandbox",
+        "checkout@1.4.2",
+        "production",
+        "checkout errors",
+        "the agent&#x27;s daily run cap is reached",
+        '<td class="num">3</td>',
+        f'href="/runs/{mine.pk}/"',
+        "tests failed in the sandbox",
     ]:
         assert text in body, text
     assert f'href="/runs/{other.pk}/"' not in body
@@ -150,7 +180,7 @@ def test_the_detail_shows_the_stack_trace_tags_events_refusals_and_runs(team, ag
 
 
 def test_the_error_page_escapes_a_malicious_exception_message(team, project):
-    evil = '<script>alert(document.cookie)</script>'
+    evil = "<script>alert(document.cookie)</script>"
     group = ingest(project, event(exc_type="ValueError", value=evil, tags={"user": '"><img src=x onerror=alert(1)>'}, message=evil))
     for path in [f"/errors/{group.pk}/", "/errors/"]:
         body = client_for(team.viewer).get(path).content.decode()
@@ -225,8 +255,16 @@ def test_the_error_page_shows_a_merged_fix(team, agent, group):
 
     run = make_run(agent, status=RunStatus.SUCCEEDED, fingerprint=group.run_fingerprint)
     Run.objects.filter(pk=run.pk).update(finished_at=timezone.now(), model_calls=3)
-    PullRequest.objects.create(repo="checkout-service", number=3, title="fix", branch="agent/fix", base="main", run=run,
-                               status=PullRequestStatus.MERGED, merged_at=timezone.now() + timedelta(minutes=1))
+    PullRequest.objects.create(
+        repo="checkout-service",
+        number=3,
+        title="fix",
+        branch="agent/fix",
+        base="main",
+        run=run,
+        status=PullRequestStatus.MERGED,
+        merged_at=timezone.now() + timedelta(minutes=1),
+    )
     ErrorGroup.objects.filter(pk=group.pk).update(last_run=run)
     body = client_for(team.viewer).get(f"/errors/{group.pk}/").content.decode()
     assert "fix merged in PR #3; will retry on regression" in body

@@ -37,7 +37,11 @@ def repo(settings, tmp_path) -> Path:
 def open_pr(agent, *, draft: bool = False, body: str = "Root cause: shipping() returns None.", branch: str = "agent/fix-cart") -> PullRequest:
     run = make_run(agent, status=RunStatus.SUCCEEDED)
     forge = LocalForge(actor="agent:debugger")
-    forge.push_branch("shop", branch, ChangeSet(message="Treat missing shipping as 0", files={"checkout/cart.py": "def total(items):\n    return sum(items) + (shipping(items) or 0)\n"}))
+    forge.push_branch(
+        "shop",
+        branch,
+        ChangeSet(message="Treat missing shipping as 0", files={"checkout/cart.py": "def total(items):\n    return sum(items) + (shipping(items) or 0)\n"}),
+    )
     info = forge.open_pull_request("shop", branch, "main", "Fix the cart total", body, draft, run=run)
     return PullRequest.objects.get(pk=info.extra["id"])
 
@@ -111,12 +115,23 @@ def test_the_page_shows_title_state_branches_run_gates_diff_and_comments(team, p
     PullRequestComment.objects.create(pull_request=pr, author_label="agent:debugger", body="Verified with the failing test first.")
     body = client_for(team.viewer).get(f"/pulls/{pr.pk}/").content.decode()
     for text in [
-        "Fix the cart total", "shop#1", '<span class="pill d-running">open</span>',
-        "<code>agent/fix-cart</code> → <code>main</code>", f'href="/runs/{pr.run_id}/"',
+        "Fix the cart total",
+        "shop#1",
+        '<span class="pill d-running">open</span>',
+        "<code>agent/fix-cart</code> → <code>main</code>",
+        f'href="/runs/{pr.run_id}/"',
         "Root cause: shipping() returns None.",
-        "<code>tests</code>", "d-passed", "12 passed in 0.4s", "<code>secrets</code>", "d-failed", "found an AWS key",
+        "<code>tests</code>",
+        "d-passed",
+        "12 passed in 0.4s",
+        "<code>secrets</code>",
+        "d-failed",
+        "found an AWS key",
         # the diff: a table per file, line numbers, Pygments colours (issue 12)
-        '<tr class="add">', '<tr class="del">', '<span class="hl-ow">or</span>', 'href="#file-',
+        '<tr class="add">',
+        '<tr class="del">',
+        '<span class="hl-ow">or</span>',
+        'href="#file-',
         "Verified with the failing test first.",
     ]:
         assert text in body, text

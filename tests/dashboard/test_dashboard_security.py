@@ -161,7 +161,22 @@ def test_no_template_or_static_script_holds_inline_script_or_style():
 
 def test_every_page_a_member_sees_renders_without_inline_script_or_style(team, run, approval, agent):
     client = client_for(team.owner)
-    pages = ["/", "/runs/", f"/runs/{run.pk}/", "/approvals/", "/pulls/", "/errors/", "/agents/", f"/agents/{agent.slug}/", f"/agents/{agent.slug}/edit/", "/spend/", "/audit/", "/drills/", "/tokens/", "/kill-switch/"]
+    pages = [
+        "/",
+        "/runs/",
+        f"/runs/{run.pk}/",
+        "/approvals/",
+        "/pulls/",
+        "/errors/",
+        "/agents/",
+        f"/agents/{agent.slug}/",
+        f"/agents/{agent.slug}/edit/",
+        "/spend/",
+        "/audit/",
+        "/drills/",
+        "/tokens/",
+        "/kill-switch/",
+    ]
     for url in pages:
         response = client.get(url)
         assert response.status_code == 200, url
@@ -292,7 +307,11 @@ def test_the_tokens_page_creates_a_token_with_a_scope_and_a_default_expiry_of_90
 
 def test_the_tokens_page_refuses_a_scope_above_the_role_and_an_unknown_expiry(team):
     client = client_for(team.viewer)
-    for data in [{"name": "x", "scope": "admin", "expires_in_days": "90"}, {"name": "x", "scope": "read", "expires_in_days": "100000"}, {"name": "x", "scope": "read", "expires_in_days": "-1"}]:
+    for data in [
+        {"name": "x", "scope": "admin", "expires_in_days": "90"},
+        {"name": "x", "scope": "read", "expires_in_days": "100000"},
+        {"name": "x", "scope": "read", "expires_in_days": "-1"},
+    ]:
         response = client.post("/tokens/", data)
         assert response.status_code == 200 and 'id="new-token"' not in response.content.decode()
     assert not ApiToken.objects.exists()

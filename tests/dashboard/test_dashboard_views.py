@@ -4,11 +4,11 @@ import pytest
 from django.urls import reverse
 from helpers_dashboard import client_for, csrf_post, make_approval, make_run
 
-from agentops.llm.prices import DEFAULT_MODEL
 from agentops.agents.models import Agent, ToolGrant, Trigger
 from agentops.approvals.models import ApprovalStatus
 from agentops.audit.models import AuditEvent
 from agentops.guardrails.models import ControlState, Drill
+from agentops.llm.prices import DEFAULT_MODEL
 from agentops.runs.models import Run, RunStatus, Step
 
 PAGES = [
@@ -109,7 +109,12 @@ def test_the_runs_list_filters_by_agent_status_trigger_and_date(team, agent):
 
 
 def test_the_run_page_shows_budget_bars_status_reason_and_diff(team, agent):
-    run = make_run(agent, status=RunStatus.FAILED, status_reason="tests failed in the sandbox", result={"diff": "--- a/x.py\n+++ b/x.py\n-old\n+new", "pull_request": {"url": "http://forge/pr/1", "number": 1, "title": "Fix checkout"}})
+    run = make_run(
+        agent,
+        status=RunStatus.FAILED,
+        status_reason="tests failed in the sandbox",
+        result={"diff": "--- a/x.py\n+++ b/x.py\n-old\n+new", "pull_request": {"url": "http://forge/pr/1", "number": 1, "title": "Fix checkout"}},
+    )
     body = client_for(team.viewer).get(f"/runs/{run.pk}/").content.decode()
     for text in ["Tokens", "Cost", "Tool calls", "Time", "tests failed in the sandbox", 'class="d-add">+new', "Fix checkout", "http://forge/pr/1"]:
         assert text in body, text
@@ -361,7 +366,12 @@ def _agent_form(agent: Agent, **overrides) -> dict:
 
 
 def test_an_admin_changes_the_trust_phase_and_it_is_audited_with_before_and_after(team, agent):
-    response = csrf_post(team.owner, "/agents/debugger/edit/", _agent_form(agent, trust_phase=3, trust_reason="a month of merged fixes", trust_confirm="on"), page="/agents/debugger/edit/")
+    response = csrf_post(
+        team.owner,
+        "/agents/debugger/edit/",
+        _agent_form(agent, trust_phase=3, trust_reason="a month of merged fixes", trust_confirm="on"),
+        page="/agents/debugger/edit/",
+    )
     assert response.status_code == 302
     agent.refresh_from_db()
     assert agent.trust_phase == 3
@@ -391,7 +401,9 @@ def test_an_approver_cannot_configure_an_agent(team, agent):
 
 
 def test_a_grant_scope_is_validated_against_the_tools_scope_schema(team, agent):
-    response = client_for(team.owner).post("/agents/debugger/grants/new/", {"new-tool": "send_email", "new-scope": '{"domains": ["x.com"]}', "new-approval": "default"})
+    response = client_for(team.owner).post(
+        "/agents/debugger/grants/new/", {"new-tool": "send_email", "new-scope": '{"domains": ["x.com"]}', "new-approval": "default"}
+    )
     assert response.status_code == 400
     body = response.content.decode()
     assert "field-error" in body and "recipient_domains" in body
@@ -399,12 +411,16 @@ def test_a_grant_scope_is_validated_against_the_tools_scope_schema(team, agent):
 
 
 def test_broken_json_in_a_scope_says_where(team, agent):
-    response = client_for(team.owner).post("/agents/debugger/grants/new/", {"new-tool": "send_email", "new-scope": '{"recipient_domains": [}', "new-approval": "default"})
+    response = client_for(team.owner).post(
+        "/agents/debugger/grants/new/", {"new-tool": "send_email", "new-scope": '{"recipient_domains": [}', "new-approval": "default"}
+    )
     assert response.status_code == 400 and "not valid JSON" in response.content.decode()
 
 
 def test_an_irreversible_tool_cannot_be_set_to_never_ask(team, agent):
-    response = client_for(team.owner).post("/agents/debugger/grants/new/", {"new-tool": "send_email", "new-scope": '{"recipient_domains": ["example.com"]}', "new-approval": "never"})
+    response = client_for(team.owner).post(
+        "/agents/debugger/grants/new/", {"new-tool": "send_email", "new-scope": '{"recipient_domains": ["example.com"]}', "new-approval": "never"}
+    )
     assert response.status_code == 400 and "always needs a person" in response.content.decode()
 
 
@@ -412,7 +428,10 @@ def test_an_admin_grants_changes_and_removes_a_tool_with_an_audit_trail(team, ag
     client = client_for(team.owner)
     client.post("/agents/debugger/grants/new/", {"new-tool": "send_email", "new-scope": '{"recipient_domains": ["example.com"]}', "new-approval": "always"})
     grant = ToolGrant.objects.get(agent=agent, tool="send_email")
-    client.post(f"/agents/debugger/grants/{grant.pk}/", {f"g{grant.pk}-tool": "send_email", f"g{grant.pk}-scope": '{"recipient_domains": ["corp.example"]}', f"g{grant.pk}-approval": "always"})
+    client.post(
+        f"/agents/debugger/grants/{grant.pk}/",
+        {f"g{grant.pk}-tool": "send_email", f"g{grant.pk}-scope": '{"recipient_domains": ["corp.example"]}', f"g{grant.pk}-approval": "always"},
+    )
     grant.refresh_from_db()
     assert grant.scope == {"recipient_domains": ["corp.example"]}
     client.post(f"/agents/debugger/grants/{grant.pk}/delete/")
@@ -425,12 +444,19 @@ def test_an_admin_grants_changes_and_removes_a_tool_with_an_audit_trail(team, ag
 
 def test_an_admin_adds_a_schedule_trigger_and_a_bad_cron_is_refused(team, agent):
     client = client_for(team.owner)
-    bad = client.post("/agents/debugger/triggers/new/", {"newt-name": "nightly", "newt-kind": "schedule", "newt-rules": '{"cron": "not cron"}', "newt-enabled": "on"})
+    bad = client.post(
+        "/agents/debugger/triggers/new/", {"newt-name": "nightly", "newt-kind": "schedule", "newt-rules": '{"cron": "not cron"}', "newt-enabled": "on"}
+    )
     assert bad.status_code == 400 and "valid" in bad.content.decode()
-    client.post("/agents/debugger/triggers/new/", {"newt-name": "nightly", "newt-kind": "schedule", "newt-rules": '{"cron": "0 3 * * *"}', "newt-enabled": "on"})
+    client.post(
+        "/agents/debugger/triggers/new/", {"newt-name": "nightly", "newt-kind": "schedule", "newt-rules": '{"cron": "0 3 * * *"}', "newt-enabled": "on"}
+    )
     trigger = Trigger.objects.get(agent=agent, name="nightly")
     assert trigger.rules == {"cron": "0 3 * * *"}
-    client.post(f"/agents/debugger/triggers/{trigger.pk}/", {f"t{trigger.pk}-name": "nightly", f"t{trigger.pk}-kind": "schedule", f"t{trigger.pk}-rules": '{"cron": "0 4 * * *"}'})
+    client.post(
+        f"/agents/debugger/triggers/{trigger.pk}/",
+        {f"t{trigger.pk}-name": "nightly", f"t{trigger.pk}-kind": "schedule", f"t{trigger.pk}-rules": '{"cron": "0 4 * * *"}'},
+    )
     trigger.refresh_from_db()
     assert trigger.rules == {"cron": "0 4 * * *"} and trigger.enabled is False
     assert AuditEvent.objects.filter(action__in=["trigger.create", "trigger.update"]).count() == 2
@@ -517,4 +543,8 @@ def test_agent_configuration_is_written_by_the_agents_domain_for_any_caller(agen
     services.agent_update(agent=agent, actor="cli", changes={"trust_phase": 2}, reason="drafts reviewed for a month")
     grant = services.grant_save(agent=agent, actor="cli", tool="send_email", scope={"recipient_domains": ["example.com"]}, approval="always")
     services.grant_delete(grant=grant, actor="cli")
-    assert list(AuditEvent.objects.filter(actor_label="cli").order_by("id").values_list("action", flat=True)) == ["agent.update", "grant.create", "grant.delete"]
+    assert list(AuditEvent.objects.filter(actor_label="cli").order_by("id").values_list("action", flat=True)) == [
+        "agent.update",
+        "grant.create",
+        "grant.delete",
+    ]

@@ -79,7 +79,11 @@ def test_a_run_page_stays_live_for_minutes_under_redis_with_no_disconnect_and_no
     }
     python = sys.executable
     subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300)
-    seeded = json.loads(subprocess.run([python, str(HERE / "browser_seed.py"), "seed"], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    seeded = json.loads(
+        subprocess.run([python, str(HERE / "browser_seed.py"), "seed"], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     run_id = seeded["live_run"]
     log = tmp_path / "daphne.log"
 
@@ -110,7 +114,14 @@ def test_a_run_page_stays_live_for_minutes_under_redis_with_no_disconnect_and_no
         assert len(sockets_before) == 1
         soak_started = time.monotonic()
 
-        writer = subprocess.Popen([python, str(HERE / "live_writer.py"), str(run_id), str(SOAK_S), str(QUIET_S)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        writer = subprocess.Popen(
+            [python, str(HERE / "live_writer.py"), str(run_id), str(SOAK_S), str(QUIET_S)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             # Keep Playwright's event loop turning while the writer streams.
             while writer.poll() is None and time.monotonic() - soak_started < SOAK_S + 120:
@@ -139,8 +150,10 @@ def test_a_run_page_stays_live_for_minutes_under_redis_with_no_disconnect_and_no
     reconnects = len([s for s in sockets if "/ws/runs/" in s["url"]]) - 1
     disconnects = [s for s in live_sockets if s["closed_at"] is not None and s["closed_at"] < soak_started + soak_s - 0.5]
     missed = sorted(expected - shown)
-    print(f"soak: {soak_s:.0f}s, {len(written['seqs'])} steps written in {written['cycles']} bursts, {len(shown)} shown, "
-          f"{len(disconnects)} disconnects, {reconnects} reconnects, {len(missed)} missed")
+    print(
+        f"soak: {soak_s:.0f}s, {len(written['seqs'])} steps written in {written['cycles']} bursts, {len(shown)} shown, "
+        f"{len(disconnects)} disconnects, {reconnects} reconnects, {len(missed)} missed"
+    )
     daphne_log = log.read_text()
     assert disconnects == [] and reconnects == 0, f"{disconnects}\n{daphne_log[-3000:]}"
     assert missed == []

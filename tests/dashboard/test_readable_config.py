@@ -39,11 +39,20 @@ def test_counts_are_shown_with_thousands_separators(value, shown):
     assert tokens(1234567) == "1,234,567"
 
 
-@pytest.mark.parametrize(("value", "shown"), [
-    (Decimal("5"), "$5.00"), (Decimal("1234.5"), "$1,234.50"), (Decimal("0.0117"), "$0.0117"),
-    (Decimal("0.5"), "$0.50"), (Decimal("0.123456"), "$0.1235"), (Decimal("0.00001"), "<$0.0001"),
-    (Decimal("1.000000"), "$1.00"), (None, "—"), ("nan", "—"),
-])
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (Decimal("5"), "$5.00"),
+        (Decimal("1234.5"), "$1,234.50"),
+        (Decimal("0.0117"), "$0.0117"),
+        (Decimal("0.5"), "$0.50"),
+        (Decimal("0.123456"), "$0.1235"),
+        (Decimal("0.00001"), "<$0.0001"),
+        (Decimal("1.000000"), "$1.00"),
+        (None, "—"),
+        ("nan", "—"),
+    ],
+)
 def test_money_is_shown_in_dollars_with_two_to_four_decimals(value, shown):
     assert usd(value) == shown
 
@@ -82,8 +91,12 @@ def test_the_agent_page_shows_scopes_as_labelled_chips_not_dict_reprs(team, agen
 
 
 def test_the_agent_page_shows_trigger_rules_as_sentences(team, agent):
-    Trigger.objects.create(agent=agent, name="checkout-critical", kind="error",
-                           rules={"project": "checkout", "min_level": "error", "tags": {"service": "checkout"}, "min_count": 3, "window_s": 300})
+    Trigger.objects.create(
+        agent=agent,
+        name="checkout-critical",
+        kind="error",
+        rules={"project": "checkout", "min_level": "error", "tags": {"service": "checkout"}, "min_count": 3, "window_s": 300},
+    )
     Trigger.objects.create(agent=agent, name="weekly", kind="schedule", rules={"cron": "0 3 * * 1"})
     body = client_for(team.viewer).get(f"/agents/{agent.slug}/").content.decode()
     assert "error or worse" in body and "at least 3 events within 5m" in body and "service = checkout" in body
@@ -102,8 +115,13 @@ def test_the_edit_page_edits_a_scope_as_chips(team, agent):
 
 def test_a_chip_scope_is_saved_through_the_grant_form_and_audited_field_by_field(team, agent):
     grant = agent.grants.get()
-    data = {f"g{grant.pk}-tool": "http_get", f"g{grant.pk}-approval": "default", f"g{grant.pk}-scope.present": ["domains", "timeout_s"],
-            f"g{grant.pk}-scope.domains": ["example.com", "api.example.org, docs.example.org"], f"g{grant.pk}-scope.timeout_s": "10"}
+    data = {
+        f"g{grant.pk}-tool": "http_get",
+        f"g{grant.pk}-approval": "default",
+        f"g{grant.pk}-scope.present": ["domains", "timeout_s"],
+        f"g{grant.pk}-scope.domains": ["example.com", "api.example.org, docs.example.org"],
+        f"g{grant.pk}-scope.timeout_s": "10",
+    }
     response = client_for(team.owner).post(f"/agents/{agent.slug}/grants/{grant.pk}/", data)
     assert response.status_code == 302
     grant.refresh_from_db()
@@ -111,8 +129,8 @@ def test_a_chip_scope_is_saved_through_the_grant_form_and_audited_field_by_field
     event = AuditEvent.objects.get(action="grant.update")
     assert event.before["scope"] == {"domains": ["example.com"]}
     audit = client_for(team.viewer).get("/audit/").content.decode()
-    assert "<th scope=\"row\">scope.domains</th>" in audit and "<th scope=\"row\">scope.timeout_s</th>" in audit
-    assert "<th scope=\"row\">tool</th>" not in audit  # unchanged fields are not listed
+    assert '<th scope="row">scope.domains</th>' in audit and '<th scope="row">scope.timeout_s</th>' in audit
+    assert '<th scope="row">tool</th>' not in audit  # unchanged fields are not listed
 
 
 def test_removing_every_chip_of_a_required_list_is_refused_by_the_one_validator(team, agent):
@@ -126,8 +144,13 @@ def test_removing_every_chip_of_a_required_list_is_refused_by_the_one_validator(
 
 
 def test_a_chip_the_tool_does_not_know_is_refused_with_the_validators_message(team, agent):
-    data = {"new-tool": "send_email", "new-approval": "default", "new-scope.present": ["recipient_domains", "domains"],
-            "new-scope.recipient_domains": ["example.com"], "new-scope.domains": ["evil.example"]}
+    data = {
+        "new-tool": "send_email",
+        "new-approval": "default",
+        "new-scope.present": ["recipient_domains", "domains"],
+        "new-scope.recipient_domains": ["example.com"],
+        "new-scope.domains": ["evil.example"],
+    }
     response = client_for(team.owner).post(f"/agents/{agent.slug}/grants/new/", data)
     assert response.status_code == 400
     assert "Additional properties are not allowed" in response.content.decode()
@@ -153,15 +176,21 @@ def test_the_grant_form_goes_through_the_one_validator(team, agent, monkeypatch)
 
 def test_an_unreadable_number_in_a_scope_is_a_400_not_a_500(team, agent):
     grant = agent.grants.get()
-    data = {f"g{grant.pk}-tool": "http_get", f"g{grant.pk}-approval": "default", f"g{grant.pk}-scope.present": ["domains", "timeout_s"],
-            f"g{grant.pk}-scope.domains": ["example.com"], f"g{grant.pk}-scope.timeout_s": "soon"}
+    data = {
+        f"g{grant.pk}-tool": "http_get",
+        f"g{grant.pk}-approval": "default",
+        f"g{grant.pk}-scope.present": ["domains", "timeout_s"],
+        f"g{grant.pk}-scope.domains": ["example.com"],
+        f"g{grant.pk}-scope.timeout_s": "soon",
+    }
     response = client_for(team.owner).post(f"/agents/{agent.slug}/grants/{grant.pk}/", data)
     assert response.status_code == 400 and "is not a number" in response.content.decode()
 
 
 def test_a_scope_posted_as_json_still_works(team, agent):
-    response = client_for(team.owner).post(f"/agents/{agent.slug}/grants/new/",
-                                           {"new-tool": "send_email", "new-scope": '{"recipient_domains": ["example.com"]}', "new-approval": "default"})
+    response = client_for(team.owner).post(
+        f"/agents/{agent.slug}/grants/new/", {"new-tool": "send_email", "new-scope": '{"recipient_domains": ["example.com"]}', "new-approval": "default"}
+    )
     assert response.status_code == 302
     assert agent.grants.get(tool="send_email").scope == {"recipient_domains": ["example.com"]}
 
@@ -170,8 +199,13 @@ def test_saving_an_unchanged_grant_records_no_change(team, agent):
     grant = agent.grants.get()
     grant.scope = {"domains": ["example.com"], "timeout_s": 5}
     grant.save()
-    data = {f"g{grant.pk}-tool": "http_get", f"g{grant.pk}-approval": grant.approval, f"g{grant.pk}-scope.present": ["domains", "timeout_s"],
-            f"g{grant.pk}-scope.domains": ["example.com", ""], f"g{grant.pk}-scope.timeout_s": "5"}
+    data = {
+        f"g{grant.pk}-tool": "http_get",
+        f"g{grant.pk}-approval": grant.approval,
+        f"g{grant.pk}-scope.present": ["domains", "timeout_s"],
+        f"g{grant.pk}-scope.domains": ["example.com", ""],
+        f"g{grant.pk}-scope.timeout_s": "5",
+    }
     assert client_for(team.owner).post(f"/agents/{agent.slug}/grants/{grant.pk}/", data).status_code == 302
     assert not AuditEvent.objects.filter(action="grant.update").exists()
 
@@ -189,8 +223,9 @@ def test_raising_the_trust_phase_without_a_reason_or_confirmation_is_refused(tea
 
 
 def test_raising_the_trust_phase_with_a_reason_and_confirmation_records_the_reason(team, agent):
-    response = client_for(team.owner).post(f"/agents/{agent.slug}/edit/", _agent_form(
-        agent, trust_phase=3, trust_reason="40 runs at phase 2, every PR merged unchanged", trust_confirm="on"))
+    response = client_for(team.owner).post(
+        f"/agents/{agent.slug}/edit/", _agent_form(agent, trust_phase=3, trust_reason="40 runs at phase 2, every PR merged unchanged", trust_confirm="on")
+    )
     assert response.status_code == 302
     agent.refresh_from_db()
     assert agent.trust_phase == 3
@@ -222,7 +257,7 @@ def test_the_service_refuses_to_raise_the_trust_phase_without_a_reason_whoever_c
 
 def test_the_edit_page_offers_the_reason_and_the_confirmation(team, agent):
     body = client_for(team.owner).get(f"/agents/{agent.slug}/edit/").content.decode()
-    assert 'data-trust-raise' in body and 'name="trust_reason"' in body and 'name="trust_confirm"' in body
+    assert "data-trust-raise" in body and 'name="trust_reason"' in body and 'name="trust_confirm"' in body
     assert 'data-current-phase="1"' in body
 
 
@@ -289,8 +324,10 @@ def test_an_outsider_gets_403_on_the_agent_edit_and_audit_pages(team, agent):
     for path in (f"/agents/{agent.slug}/", f"/agents/{agent.slug}/edit/", "/audit/"):
         assert outsider.get(path).status_code == 403, path
     grant = agent.grants.get()
-    response = outsider.post(reverse("dashboard:grant_save", args=[agent.slug, grant.pk]),
-                             {f"g{grant.pk}-tool": "http_get", f"g{grant.pk}-scope.present": ["domains"], f"g{grant.pk}-scope.domains": ["evil.example"]})
+    response = outsider.post(
+        reverse("dashboard:grant_save", args=[agent.slug, grant.pk]),
+        {f"g{grant.pk}-tool": "http_get", f"g{grant.pk}-scope.present": ["domains"], f"g{grant.pk}-scope.domains": ["evil.example"]},
+    )
     assert response.status_code == 403
     grant.refresh_from_db()
     assert grant.scope == {"domains": ["example.com"]}

@@ -96,15 +96,18 @@ def test_a_person_edits_scopes_as_chips_and_raises_the_trust_phase_with_a_reason
 
 def test_spend_is_stacked_by_agent_with_each_agents_cap_line(browser, server):  # noqa: F811
     page = sign_in(browser, server, "alice")
-    # A cap near what Triage spends is drawn across the chart in Triage's colour.
-    page.goto(server["base"] + "/agents/triage/edit/")
-    page.fill("#id_daily_max_cost_usd", "1")
-    page.click("text=Save agent and policy")
-    page.wait_for_url(server["base"] + "/agents/triage/")
     page.goto(server["base"] + "/spend/?days=7")
-    assert page.locator(".cap-line.agent-cap[title='Triage: daily cap $1.00']").count() == 7
-    legend = page.locator(".legend").inner_text()
-    assert "Triage cap $1.00/day" in legend and "Debugger cap $20.00/day (above the chart)" in legend
+    # A cap far above what was spent is named, not drawn (it would flatten every bar).
+    assert "Debugger cap $20.00/day (above the chart)" in page.locator(".legend").inner_text()
+    # A cap near what Debugger spends is drawn across the chart in Debugger's colour.
+    page.goto(server["base"] + "/agents/debugger/edit/")
+    page.fill("#id_daily_max_cost_usd", "0.5")
+    page.click("text=Save agent and policy")
+    page.wait_for_url(server["base"] + "/agents/debugger/")
+    page.goto(server["base"] + "/spend/?days=7")
+    assert page.locator(".cap-line.agent-cap[title='Debugger: daily cap $0.50']").count() == 7
+    assert page.locator(".seg-bar.over-cap").count() >= 1  # a day Debugger spent over $0.50
+    assert "Debugger cap $0.50/day" in page.locator(".legend").inner_text()
     assert "Debugger" in page.locator("table.per-agent").inner_text()
     _at(page, 1280)
     screenshot(page, "cfg-spend-1280")

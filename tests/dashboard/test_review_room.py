@@ -92,8 +92,16 @@ def test_the_trace_links_to_the_first_error_guardrail_and_failed_gate(team, agen
 def test_a_10000_step_run_renders_within_300_ms_with_a_bounded_number_of_queries(team, agent, django_assert_max_num_queries):
     run = make_run(agent, steps=0)
     Step.objects.bulk_create(
-        Step(run=run, seq=i, kind=("model_call" if i % 3 == 2 else "tool_call" if i % 3 == 0 else "observation"),
-             payload=({"tool": "run_tests", "tool_call_id": f"c{i - i % 3}", "output": f"line {i} " * 20} if i % 3 == 1 else {"tool": "run_tests", "tool_call_id": f"c{i}", "arguments": {}}))
+        Step(
+            run=run,
+            seq=i,
+            kind=("model_call" if i % 3 == 2 else "tool_call" if i % 3 == 0 else "observation"),
+            payload=(
+                {"tool": "run_tests", "tool_call_id": f"c{i - i % 3}", "output": f"line {i} " * 20}
+                if i % 3 == 1
+                else {"tool": "run_tests", "tool_call_id": f"c{i}", "arguments": {}}
+            ),
+        )
         for i in range(2, 10_002)
     )
     Run.objects.filter(pk=run.pk).update(next_seq=10_002)
@@ -142,7 +150,11 @@ def test_the_outcome_shows_beside_the_status_on_lists_and_the_run_page(team, age
     gate = make_run(agent, status=RunStatus.FAILED, outcome="gate_failed", outcome_detail="gate secrets failed")
     client = client_for(team.viewer)
     runs = client.get("/runs/").content.decode()
-    for label, detail in [("stopped by a person", "wrong repository"), ("kill switch", "agents are emailing customers"), ("stopped by a gate", "gate secrets failed")]:
+    for label, detail in [
+        ("stopped by a person", "wrong repository"),
+        ("kill switch", "agents are emailing customers"),
+        ("stopped by a gate", "gate secrets failed"),
+    ]:
         assert label in runs and detail in runs
     page = client.get(f"/runs/{stopped.pk}/").content.decode()
     assert "stopped by a person" in page and "stopped by bob: wrong repository" in page and "s-killed" in page
@@ -244,7 +256,9 @@ def test_the_pull_request_links_to_its_run_and_error_and_the_run_back(team, agen
     project = ErrorProject.objects.create(name="Checkout", slug="checkout")
     from django.utils import timezone
 
-    group = ErrorGroup.objects.create(project=project, fingerprint="f" * 32, title="TypeError in cart.total", first_seen=timezone.now(), last_seen=timezone.now())
+    group = ErrorGroup.objects.create(
+        project=project, fingerprint="f" * 32, title="TypeError in cart.total", first_seen=timezone.now(), last_seen=timezone.now()
+    )
     run = seed_trace(agent, fingerprint=group.run_fingerprint)
     pr = seed_pull_request(run)
     body = client_for(team.viewer).get(f"/pulls/{pr.pk}/").content.decode()

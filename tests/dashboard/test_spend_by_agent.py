@@ -21,8 +21,16 @@ pytestmark = pytest.mark.django_db
 def _spent(agent: Agent, cost: str, *, turns: list[str] = ()) -> Run:
     run = run_create(agent=agent, input="incident", actor="system", enqueue=False)
     for turn_cost in turns:
-        step_record(run=run, kind=StepKind.MODEL_CALL, payload={"text": "thinking"}, model_id=DEFAULT_MODEL,
-                    input_tokens=1200, output_tokens=80, cost_usd=Decimal(turn_cost), latency_ms=900)
+        step_record(
+            run=run,
+            kind=StepKind.MODEL_CALL,
+            payload={"text": "thinking"},
+            model_id=DEFAULT_MODEL,
+            input_tokens=1200,
+            output_tokens=80,
+            cost_usd=Decimal(turn_cost),
+            latency_ms=900,
+        )
     Run.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED, cost_usd=Decimal(cost), model_calls=len(turns), finished_at=timezone.now())
     run.refresh_from_db()
     return run
@@ -61,12 +69,12 @@ def test_a_day_an_agent_spent_over_its_own_cap_is_marked(team, agent, second_age
 def test_spend_shows_cost_per_run_per_model_turn_and_per_step(team, agent, second_agent):
     run = _spent(agent, "1.25", turns=["0.75", "0.50"])
     body = client_for(team.viewer).get("/spend/").content.decode()
-    per_agent = body[body.index("<h2>Per agent</h2>"):body.index("<h2>Most expensive runs</h2>")]
+    per_agent = body[body.index("<h2>Per agent</h2>") : body.index("<h2>Most expensive runs</h2>")]
     assert "Debugger" in per_agent and "$1.25" in per_agent and "$0.625" in per_agent  # per run · per model turn
-    runs = body[body.index("<h2>Most expensive runs</h2>"):body.index("<h2>Most expensive steps")]
+    runs = body[body.index("<h2>Most expensive runs</h2>") : body.index("<h2>Most expensive steps")]
     steps = run.next_seq - 1
     assert f'<td class="num opt">{steps}</td>' in runs
-    steps_table = body[body.index("<h2>Most expensive steps"):body.index("<h2>Tokens per model</h2>")]
+    steps_table = body[body.index("<h2>Most expensive steps") : body.index("<h2>Tokens per model</h2>")]
     first = Step.objects.filter(run=run, kind=StepKind.MODEL_CALL).order_by("-cost_usd").first()
     assert f"/runs/{run.pk}/#step-{first.seq}" in steps_table and "$0.75" in steps_table
     assert steps_table.index("$0.75") < steps_table.index("$0.50")
@@ -75,7 +83,7 @@ def test_spend_shows_cost_per_run_per_model_turn_and_per_step(team, agent, secon
 def test_spend_today_is_measured_against_each_agents_daily_cap(team, agent, second_agent):
     _spent(second_agent, "0.40", turns=["0.40"])
     body = client_for(team.viewer).get("/spend/").content.decode()
-    per_agent = body[body.index("<h2>Per agent</h2>"):body.index("<h2>Most expensive runs</h2>")]
+    per_agent = body[body.index("<h2>Per agent</h2>") : body.index("<h2>Most expensive runs</h2>")]
     assert "$0.40 / $0.50" in per_agent and 'class="meter warn"' in per_agent
 
 
@@ -98,6 +106,6 @@ def test_a_cap_far_above_what_was_spent_is_named_above_the_chart_instead_of_flat
     _spent(second_agent, "0.80", turns=["0.80"])
     body = client_for(team.viewer).get("/spend/").content.decode()
     assert 'title="Debugger: daily cap' not in body
-    assert "Debugger cap $20.00/day <span class=\"muted\">(above the chart)</span>" in body
+    assert 'Debugger cap $20.00/day <span class="muted">(above the chart)</span>' in body
     assert re.search(r'class="cap-line agent-cap h-(\d+) b-\d" title="Triage: daily cap \$0.50"', body)
     assert re.search(r'class="seg-bar h-100 c-\d" title="Debugger', body) or re.search(r'class="seg-bar h-6\d c-\d" title="Debugger', body)

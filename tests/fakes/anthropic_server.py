@@ -142,12 +142,27 @@ def missing_content() -> dict:
 # -- what the real API refuses ------------------------------------------------------------------
 # The block types the Messages API accepts back in a request (assistant and user turns). Anything else
 # (a block type a hostile or newer model invented) is a 400 from the real API.
-KNOWN_BLOCK_TYPES = frozenset({
-    "text", "image", "document", "search_result", "tool_use", "tool_result", "thinking", "redacted_thinking",
-    "server_tool_use", "web_search_tool_result", "web_fetch_tool_result", "code_execution_tool_result",
-    "bash_code_execution_tool_result", "text_editor_code_execution_tool_result", "mcp_tool_use", "mcp_tool_result",
-    "container_upload",
-})
+KNOWN_BLOCK_TYPES = frozenset(
+    {
+        "text",
+        "image",
+        "document",
+        "search_result",
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "redacted_thinking",
+        "server_tool_use",
+        "web_search_tool_result",
+        "web_fetch_tool_result",
+        "code_execution_tool_result",
+        "bash_code_execution_tool_result",
+        "text_editor_code_execution_tool_result",
+        "mcp_tool_use",
+        "mcp_tool_result",
+        "container_upload",
+    }
+)
 _TOOL_USE_ID = re.compile(r"^[a-zA-Z0-9_-]{1,200}$")
 
 
@@ -282,9 +297,7 @@ class FakeAnthropic:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-anthropic", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-anthropic", daemon=True)
         self._thread.start()
         return self
 

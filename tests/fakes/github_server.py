@@ -145,33 +145,52 @@ class FakeGitHub:
 
     def _repo_json(self, repo: FakeRepo) -> dict[str, Any]:
         url = f"{self.base_url}/repos/{repo.full_name}"
-        return {"id": abs(hash(repo.full_name)) % 10**8, "name": repo.name, "full_name": repo.full_name,
-                "owner": {"login": repo.owner}, "default_branch": repo.default_branch, "url": url,
-                "html_url": f"https://github.example/{repo.full_name}", "private": True}
+        return {
+            "id": abs(hash(repo.full_name)) % 10**8,
+            "name": repo.name,
+            "full_name": repo.full_name,
+            "owner": {"login": repo.owner},
+            "default_branch": repo.default_branch,
+            "url": url,
+            "html_url": f"https://github.example/{repo.full_name}",
+            "private": True,
+        }
 
     def _commit_json(self, repo: FakeRepo, sha: str) -> dict[str, Any]:
         base = f"{self.base_url}/repos/{repo.full_name}/git"
         commit = repo.commits[sha]
-        return {"sha": sha, "url": f"{base}/commits/{sha}", "message": commit["message"],
-                "tree": {"sha": commit["tree"], "url": f"{base}/trees/{commit['tree']}"},
-                "parents": [{"sha": p, "url": f"{base}/commits/{p}"} for p in commit["parents"]],
-                "author": {"name": "x", "email": "x@example.com", "date": "2025-01-01T00:00:00Z"}}
+        return {
+            "sha": sha,
+            "url": f"{base}/commits/{sha}",
+            "message": commit["message"],
+            "tree": {"sha": commit["tree"], "url": f"{base}/trees/{commit['tree']}"},
+            "parents": [{"sha": p, "url": f"{base}/commits/{p}"} for p in commit["parents"]],
+            "author": {"name": "x", "email": "x@example.com", "date": "2025-01-01T00:00:00Z"},
+        }
 
     def _ref_json(self, repo: FakeRepo, branch: str) -> dict[str, Any]:
         base = f"{self.base_url}/repos/{repo.full_name}/git"
         sha = repo.branches[branch]
-        return {"ref": f"refs/heads/{branch}", "url": f"{base}/refs/heads/{branch}",
-                "object": {"sha": sha, "type": "commit", "url": f"{base}/commits/{sha}"}}
+        return {"ref": f"refs/heads/{branch}", "url": f"{base}/refs/heads/{branch}", "object": {"sha": sha, "type": "commit", "url": f"{base}/commits/{sha}"}}
 
     def _pull_json(self, repo: FakeRepo, number: int) -> dict[str, Any]:
         pr = repo.pulls[number]
         url = f"{self.base_url}/repos/{repo.full_name}"
-        return {"id": number * 1000, "number": number, "url": f"{url}/pulls/{number}", "issue_url": f"{url}/issues/{number}",
-                "html_url": f"https://github.example/{repo.full_name}/pull/{number}", "state": pr["state"],
-                "title": pr["title"], "body": pr["body"], "draft": pr["draft"], "merged": pr["merged"],
-                "merge_commit_sha": pr.get("merge_sha"),
-                "head": {"ref": pr["head"], "sha": repo.branches.get(pr["head"], ""), "label": f"{repo.owner}:{pr['head']}"},
-                "base": {"ref": pr["base"], "sha": repo.branches.get(pr["base"], ""), "label": f"{repo.owner}:{pr['base']}"}}
+        return {
+            "id": number * 1000,
+            "number": number,
+            "url": f"{url}/pulls/{number}",
+            "issue_url": f"{url}/issues/{number}",
+            "html_url": f"https://github.example/{repo.full_name}/pull/{number}",
+            "state": pr["state"],
+            "title": pr["title"],
+            "body": pr["body"],
+            "draft": pr["draft"],
+            "merged": pr["merged"],
+            "merge_commit_sha": pr.get("merge_sha"),
+            "head": {"ref": pr["head"], "sha": repo.branches.get(pr["head"], ""), "label": f"{repo.owner}:{pr['head']}"},
+            "base": {"ref": pr["base"], "sha": repo.branches.get(pr["base"], ""), "label": f"{repo.owner}:{pr['base']}"},
+        }
 
     # --- routing -----------------------------------------------------------------------------
 
@@ -254,14 +273,24 @@ class FakeGitHub:
                 if pr["head"] == head and pr["state"] == "open":
                     return 422, {"message": "Validation Failed", "errors": [{"message": f"A pull request already exists for {repo.owner}:{head}."}]}
             number = len(repo.pulls) + 1
-            repo.pulls[number] = {"title": body.get("title", ""), "body": body.get("body", ""), "head": head, "base": base,
-                                  "draft": bool(body.get("draft", False)), "state": "open", "merged": False}
+            repo.pulls[number] = {
+                "title": body.get("title", ""),
+                "body": body.get("body", ""),
+                "head": head,
+                "base": base,
+                "draft": bool(body.get("draft", False)),
+                "state": "open",
+                "merged": False,
+            }
             return 201, self._pull_json(repo, number)
         if key == ("GET", "/pulls"):
             state = (query.get("state") or ["open"])[0]
             head = (query.get("head") or [""])[0].split(":", 1)[-1]
-            return 200, [self._pull_json(repo, n) for n, pr in sorted(repo.pulls.items())
-                         if (state == "all" or pr["state"] == state) and (not head or pr["head"] == head)]
+            return 200, [
+                self._pull_json(repo, n)
+                for n, pr in sorted(repo.pulls.items())
+                if (state == "all" or pr["state"] == state) and (not head or pr["head"] == head)
+            ]
         if (m := re.match(r"^/pulls/(\d+)(/merge)?$", rest)) and int(m.group(1)) in repo.pulls:
             number = int(m.group(1))
             pr = repo.pulls[number]
@@ -289,9 +318,13 @@ class FakeGitHub:
             if number not in repo.pulls:
                 return 404, {"message": "Not Found"}
             cid = len(repo.comments) + 1
-            comment = {"id": cid, "body": body.get("body", ""), "issue": number,
-                       "url": f"{self.base_url}/repos/{repo.full_name}/issues/comments/{cid}",
-                       "html_url": f"https://github.example/{repo.full_name}/pull/{number}#issuecomment-{cid}"}
+            comment = {
+                "id": cid,
+                "body": body.get("body", ""),
+                "issue": number,
+                "url": f"{self.base_url}/repos/{repo.full_name}/issues/comments/{cid}",
+                "html_url": f"https://github.example/{repo.full_name}/pull/{number}#issuecomment-{cid}",
+            }
             repo.comments.append(comment)
             return 201, comment
         return 404, {"message": f"Not Found: {method} {rest}"}

@@ -16,7 +16,7 @@ from agentops.gates import (
     tautology,
 )
 
-OLD = '''
+OLD = """
 import pytest
 
 from app.limits import LIMIT
@@ -30,14 +30,27 @@ def test_total():
 def test_raises():
     with pytest.raises(ValueError):
         parse("x")
-'''
+"""
 
 
 @pytest.mark.parametrize(
     "source",
-    ["assert True", "assert 1", "assert 'yes'", "assert 5 >= 5", "assert 1 == 1", "assert x == x", "assert x is x",
-     "assert a or True", "assert (total() == 3, 'message')", "assert not False", "assert len(items) >= 0",
-     "assert isinstance(x, object)", "assert 9**9**9**9", "assert True and 1"],
+    [
+        "assert True",
+        "assert 1",
+        "assert 'yes'",
+        "assert 5 >= 5",
+        "assert 1 == 1",
+        "assert x == x",
+        "assert x is x",
+        "assert a or True",
+        "assert (total() == 3, 'message')",
+        "assert not False",
+        "assert len(items) >= 0",
+        "assert isinstance(x, object)",
+        "assert 9**9**9**9",
+        "assert True and 1",
+    ],
 )
 def test_it_recognises_assertions_that_cannot_fail(source):
     assert tautology(ast.parse(source).body[0].test), source
@@ -54,7 +67,10 @@ def test_it_leaves_real_assertions_alone(source):
         (OLD.replace("assert total() == 3", "assert total() == total()"), "can never fail"),
         (OLD.replace("assert total() == 3", "assert True"), "can never fail"),
         (OLD.replace("assert total() == 3", "assert total() == 3 or True"), "can never fail"),
-        (OLD.replace("    assert total() == 3\n", "    try:\n        assert total() == 3\n    except AssertionError:\n        pass\n"), "swallows AssertionError"),
+        (
+            OLD.replace("    assert total() == 3\n", "    try:\n        assert total() == 3\n    except AssertionError:\n        pass\n"),
+            "swallows AssertionError",
+        ),
         (OLD.replace("    assert total() == 3\n", "    return\n    assert total() == 3\n"), "unreachable"),
         (OLD.replace("    assert total() == 3\n", "    if False:\n        assert total() == 3\n"), "if <false constant>"),
         (OLD.replace("assert total() == 3", "assert total() <= 3"), "`==` became `<=`"),
@@ -93,8 +109,14 @@ def test_a_lowered_constant_is_flagged_in_the_test_and_in_the_module_it_imports(
 
 
 def test_test_configuration_inits_and_non_python_test_files_are_flagged():
-    files = {"conftest.py": "x = 1\n", "checkout/__init__.py": "", "pytest.ini": "[pytest]\n", "pyproject.toml": "",
-             "tests/data/orders.json": "{}", "checkout/service.py": "def f():\n    return 1\n"}
+    files = {
+        "conftest.py": "x = 1\n",
+        "checkout/__init__.py": "",
+        "pytest.ini": "[pytest]\n",
+        "pyproject.toml": "",
+        "tests/data/orders.json": "{}",
+        "checkout/service.py": "def f():\n    return 1\n",
+    }
     old = {p: "" for p in files}
     report = judge_tests_intact("+addopts = -k 'not load'\n", files, old, {})
     flagged = " ".join(report.flags)
@@ -105,8 +127,12 @@ def test_test_configuration_inits_and_non_python_test_files_are_flagged():
 
 
 def test_new_code_that_can_fake_a_run_is_flagged():
-    report = judge_tests_intact("", {"tests/test_new.py": "import atexit, os\n\ndef test_a():\n    atexit.register(lambda: os._exit(0))\n    assert f() == 1\n"},
-                                {"tests/test_new.py": None}, {})
+    report = judge_tests_intact(
+        "",
+        {"tests/test_new.py": "import atexit, os\n\ndef test_a():\n    atexit.register(lambda: os._exit(0))\n    assert f() == 1\n"},
+        {"tests/test_new.py": None},
+        {},
+    )
     assert report.problems == []
     assert any("import atexit" in f and "_exit()" in f for f in report.flags)
 
@@ -131,10 +157,19 @@ def test_plain_changes_have_no_mode_problem():
     assert mode_problems("diff --git a/n.py b/n.py\nnew file mode 100644\n--- /dev/null\n+++ b/n.py\n@@ -0,0 +1 @@\n+y\n") == []
 
 
-@pytest.mark.parametrize(("command", "pytest_run"), [
-    ("python3 -m pytest -q", True), ("pytest", True), ("cd src && /usr/bin/pytest tests", True), ("py.test -x", True),
-    ("make test", False), ("npm test", False), ("python3 -m unittest", False), ("./pytest_runner.sh", False),
-])
+@pytest.mark.parametrize(
+    ("command", "pytest_run"),
+    [
+        ("python3 -m pytest -q", True),
+        ("pytest", True),
+        ("cd src && /usr/bin/pytest tests", True),
+        ("py.test -x", True),
+        ("make test", False),
+        ("npm test", False),
+        ("python3 -m unittest", False),
+        ("./pytest_runner.sh", False),
+    ],
+)
 def test_pytest_commands_are_recognised(command, pytest_run):
     assert is_pytest_command(command) is pytest_run
 
@@ -162,13 +197,16 @@ def test_the_report_must_show_every_base_test_ran_again_and_passed():
     assert any("still do not pass" in p for p in judge_runs(base, still, exit_code=1).problems)
 
 
-@pytest.mark.parametrize(("xml", "why"), [
-    ("", "pytest wrote no report"),
-    ("<testsuites><testsuite/></testsuites>", "collected no test"),
-    ("<not-xml", "does not parse"),
-    ('<!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><testsuites/>', "does not parse"),
-    ("<html/>", "unexpected root"),
-])
+@pytest.mark.parametrize(
+    ("xml", "why"),
+    [
+        ("", "pytest wrote no report"),
+        ("<testsuites><testsuite/></testsuites>", "collected no test"),
+        ("<not-xml", "does not parse"),
+        ('<!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><testsuites/>', "does not parse"),
+        ("<html/>", "unexpected root"),
+    ],
+)
 def test_a_missing_empty_or_hostile_report_proves_nothing(xml, why):
     judged = judge_runs(None, parse_report(xml), exit_code=0)
     assert not judged.passed and any(why in p for p in judged.problems), judged.problems

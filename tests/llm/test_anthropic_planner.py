@@ -120,9 +120,7 @@ def test_the_request_carries_model_system_tools_messages_and_api_key():
     assert body["messages"] == [
         {
             "role": "user",
-            "content": [
-                {"type": "text", "text": MESSAGES[0]["content"], "cache_control": {"type": "ephemeral"}}
-            ],
+            "content": [{"type": "text", "text": MESSAGES[0]["content"], "cache_control": {"type": "ephemeral"}}],
         }
     ]
     assert MESSAGES[0]["content"] == "ZeroDivisionError in app/stats.py line 12"  # caller's list untouched
@@ -250,9 +248,7 @@ def test_it_gives_up_when_retries_are_exhausted(failure, kind, status):
     assert [c.attempt for c in on_retry.calls] == [1, 2]
 
 
-@pytest.mark.parametrize(
-    "status, kind", [(400, "bad_request"), (404, "bad_request"), (401, "auth"), (403, "auth")]
-)
+@pytest.mark.parametrize("status, kind", [(400, "bad_request"), (404, "bad_request"), (401, "auth"), (403, "auth")])
 def test_a_client_error_is_not_retried(status, kind):
     on_retry = Recorder()
     with FakeAnthropic([error(status, "tools.0.input_schema: invalid"), message("never")]) as fake:
@@ -286,8 +282,7 @@ def test_an_unreachable_server_is_a_connection_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # nothing listens on that port any more
-    p = AnthropicPlanner(api_key=KEY, base_url=f"http://127.0.0.1:{port}", timeout_s=2, max_retries=1,
-                         backoff_base_s=0.001, backoff_max_s=0.001)
+    p = AnthropicPlanner(api_key=KEY, base_url=f"http://127.0.0.1:{port}", timeout_s=2, max_retries=1, backoff_base_s=0.001, backoff_max_s=0.001)
     on_retry = Recorder()
     with pytest.raises(PlannerError) as info:
         ask(p, on_retry=on_retry)

@@ -66,9 +66,7 @@ def test_known_models_is_sorted_and_complete():
 )
 def test_list_prices(model, inp, out, write, read):
     price = price_for(model)
-    assert (price.input, price.output, price.cache_write, price.cache_read) == tuple(
-        Decimal(v) for v in (inp, out, write, read)
-    )
+    assert (price.input, price.output, price.cache_write, price.cache_read) == tuple(Decimal(v) for v in (inp, out, write, read))
 
 
 def test_cache_write_is_125_percent_and_read_10_percent_of_input_for_standard_models():

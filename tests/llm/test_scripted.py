@@ -93,12 +93,7 @@ def test_a_strict_script_raises_when_exhausted():
 def test_it_loads_a_yaml_file(tmp_path):
     path = tmp_path / "fix.yaml"
     path.write_text(
-        "- text: Looking at the error\n"
-        "  tool_calls:\n"
-        "    - name: read_file\n"
-        "      arguments: {path: app/views.py}\n"
-        "  input_tokens: 500\n"
-        "- text: Done\n",
+        "- text: Looking at the error\n  tool_calls:\n    - name: read_file\n      arguments: {path: app/views.py}\n  input_tokens: 500\n- text: Done\n",
         encoding="utf-8",
     )
     planner = ScriptedPlanner(path)
@@ -124,9 +119,7 @@ def test_script_tokens_are_priced_so_budgets_can_be_exercised():
 
 
 def test_an_unpriced_model_costs_nothing_when_scripted():
-    turn = ScriptedPlanner(SCRIPT).next_turn(
-        system="", messages=[{"role": "assistant", "content": "x"}], tools=[], model="claude-unknown-9"
-    )
+    turn = ScriptedPlanner(SCRIPT).next_turn(system="", messages=[{"role": "assistant", "content": "x"}], tools=[], model="claude-unknown-9")
     assert turn.input_tokens == 1000
     assert turn.cost_usd == 0
 

@@ -17,7 +17,9 @@ def anthropic_settings(settings):
 
 
 def test_a_run_on_claude_records_tokens_cost_and_the_tool_loop(make_agent, start_run, anthropic_settings):
-    with FakeAnthropic([message("I will look.", [tool_use("test_echo", {"text": "pong"}, id="toolu_1")], input_tokens=1000, output_tokens=200), message("Fixed.")]) as fake:
+    with FakeAnthropic(
+        [message("I will look.", [tool_use("test_echo", {"text": "pong"}, id="toolu_1")], input_tokens=1000, output_tokens=200), message("Fixed.")]
+    ) as fake:
         anthropic_settings.ANTHROPIC_BASE_URL = fake.base_url
         agent = make_agent(config={"planner": "anthropic"}, grants={"test_echo": {}})
         run = start_run(agent, planner_kind="anthropic")

@@ -102,7 +102,10 @@ def test_it_stops_at_the_iteration_cap(make_agent, start_run):
 
 def test_it_stops_when_a_model_call_crosses_the_token_cap_before_acting_on_it(make_agent, start_run, tmp_path):
     ledger = tmp_path / "effects"
-    script = [turn(call("test_append", text="a"), input_tokens=600, output_tokens=100), turn(call("test_append", text="b"), input_tokens=600, output_tokens=100)]
+    script = [
+        turn(call("test_append", text="a"), input_tokens=600, output_tokens=100),
+        turn(call("test_append", text="b"), input_tokens=600, output_tokens=100),
+    ]
     agent = make_agent(script=script, grants={"test_append": {"path": str(ledger)}}, policy={"max_tokens": 1000})
     run = start_run(agent)
     assert run.status == "budget_exceeded" and "tokens" in run.status_reason

@@ -247,7 +247,9 @@ def test_the_reconciler_leaves_runs_that_are_not_queued_or_still_leased_alone(ma
     agent = make_agent(script=[{"text": "done"}])
     old = timezone.now() - timedelta(seconds=60)
     held = run_create_dispatched(agent)
-    Run.objects.filter(pk=held.pk).update(status=RunStatus.RUNNING, created_at=old, heartbeat_at=old, lease_owner="w", lease_expires_at=timezone.now() + timedelta(seconds=30))
+    Run.objects.filter(pk=held.pk).update(
+        status=RunStatus.RUNNING, created_at=old, heartbeat_at=old, lease_owner="w", lease_expires_at=timezone.now() + timedelta(seconds=30)
+    )
     waiting = run_create_dispatched(agent)
     Run.objects.filter(pk=waiting.pk).update(status=RunStatus.WAITING_APPROVAL, created_at=old, heartbeat_at=old)
     done = run_create_dispatched(agent)

@@ -95,8 +95,9 @@ def test_a_tool_context_writes_its_steps_only_under_the_lease(make_agent):
     agent = make_agent()
     run = run_create(agent=agent, input="x", actor="test", enqueue=False)
     Run.objects.filter(pk=run.pk).update(lease_owner="holder")
-    ctx = ToolContext(run=run, agent=agent, scope={}, tool_call_id="c", idempotency_key="k", should_stop=lambda: False,
-                      emit=lambda text: None, lease_owner="not-the-holder")
+    ctx = ToolContext(
+        run=run, agent=agent, scope={}, tool_call_id="c", idempotency_key="k", should_stop=lambda: False, emit=lambda text: None, lease_owner="not-the-holder"
+    )
     with pytest.raises(LeaseLost):
         ctx.record_step(StepKind.GATE, {"gate": "secrets", "passed": True, "detail": "-"})
     ctx.lease_owner = "holder"

@@ -41,10 +41,28 @@ def _escaping_link(args: dict[str, Any], ctx: Any) -> ToolResult:
         raise ToolError(f"cannot read: {exc}") from None
 
 
-register(Tool(name="test_link", description="Follows a link.", input_schema={"type": "object"},
-              risk_class="read", scope_schema={"type": "object"}, executor=_escaping_link, side_effecting=False))
-register(Tool(name="test_unreachable", description="Needs a service that is down.", input_schema={"type": "object"},
-              risk_class="read", scope_schema={"type": "object"}, executor=_unreachable, side_effecting=False))
+register(
+    Tool(
+        name="test_link",
+        description="Follows a link.",
+        input_schema={"type": "object"},
+        risk_class="read",
+        scope_schema={"type": "object"},
+        executor=_escaping_link,
+        side_effecting=False,
+    )
+)
+register(
+    Tool(
+        name="test_unreachable",
+        description="Needs a service that is down.",
+        input_schema={"type": "object"},
+        risk_class="read",
+        scope_schema={"type": "object"},
+        executor=_unreachable,
+        side_effecting=False,
+    )
+)
 
 
 def call(name: str, **arguments: Any) -> dict:
@@ -272,7 +290,9 @@ def test_an_unreachable_service_is_named_retried_with_backoff_then_stops_the_run
 
 
 @pytest.mark.slow
-def test_with_the_docker_engine_unreachable_the_run_stops_as_infrastructure_and_nothing_runs_unsandboxed(make_agent, start_run, infra_fast, tmp_path, monkeypatch):
+def test_with_the_docker_engine_unreachable_the_run_stops_as_infrastructure_and_nothing_runs_unsandboxed(
+    make_agent, start_run, infra_fast, tmp_path, monkeypatch
+):
     from agentops.forges.local import local_repo_create
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/dead-docker.sock")
@@ -317,8 +337,16 @@ def test_the_loop_detector_sees_numbers_inside_strings_as_one_call_paging_along(
 def test_changing_only_the_disposable_workspace_is_no_change(make_agent, start_run):
     from agentops.tools.registry import unregister
 
-    register(Tool(name="test_edit", description="Edits the sandbox only.", input_schema={"type": "object"}, risk_class="write",
-                  scope_schema={"type": "object"}, executor=lambda args, ctx: ToolResult(output="edited", data={"workspace_diff": "+x"})))
+    register(
+        Tool(
+            name="test_edit",
+            description="Edits the sandbox only.",
+            input_schema={"type": "object"},
+            risk_class="write",
+            scope_schema={"type": "object"},
+            executor=lambda args, ctx: ToolResult(output="edited", data={"workspace_diff": "+x"}),
+        )
+    )
     try:
         run = start_run(make_agent(script=[turn(call("test_edit")), {"text": "fixed it"}], grants={"test_edit": {}}))
     finally:

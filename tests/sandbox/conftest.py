@@ -77,9 +77,7 @@ def repo(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("sandbox-repo")
     (path / "calc.py").write_text("def add(a, b):\n    return a + b\n")
     (path / "tests").mkdir()
-    (path / "tests" / "test_calc.py").write_text(
-        "from calc import add\n\n\ndef test_add():\n    assert add(2, 2) == 4\n"
-    )
+    (path / "tests" / "test_calc.py").write_text("from calc import add\n\n\ndef test_add():\n    assert add(2, 2) == 4\n")
     (path / ".gitignore").write_text("__pycache__/\n")
     _git(path, "init", "-q", "-b", "main")
     _git(path, "add", ".")

@@ -20,10 +20,10 @@ from agentops.sandbox import (
     PathRejected,
     SandboxError,
     create_sandbox,
+    docker_backend,
     kill_run_sandboxes,
     reap_sandboxes,
 )
-from agentops.sandbox import docker_backend
 
 pytestmark = pytest.mark.slow
 
@@ -137,9 +137,7 @@ def test_it_has_no_network(sandbox):
     assert interfaces == ["lo"], res.output
 
 
-@pytest.mark.parametrize(
-    "path", ["/", "/etc/x", "../x", "a/../../x", "/workspace/calc.py", "sub/../../../etc/passwd", "", "a\x00b"]
-)
+@pytest.mark.parametrize("path", ["/", "/etc/x", "../x", "a/../../x", "/workspace/calc.py", "sub/../../../etc/passwd", "", "a\x00b"])
 def test_file_tools_reject_bad_paths(sandbox, path):
     with pytest.raises(PathRejected):
         sandbox.write_file(path, "pwned")
@@ -148,8 +146,7 @@ def test_file_tools_reject_bad_paths(sandbox, path):
 
 
 def test_nul_bytes_in_paths_are_rejected(sandbox):
-    for call in (lambda: sandbox.read_file("calc.py\x00.txt"), lambda: sandbox.write_file("x\x00", "a"),
-                 lambda: sandbox.list_files("tests\x00")):
+    for call in (lambda: sandbox.read_file("calc.py\x00.txt"), lambda: sandbox.write_file("x\x00", "a"), lambda: sandbox.list_files("tests\x00")):
         with pytest.raises(PathRejected):
             call()
 
@@ -158,10 +155,7 @@ def test_symlinks_out_of_the_workspace_are_rejected(sandbox, tmp_path):
     host_file = tmp_path / "host-secret.txt"
     host_file.write_text("original\n")
     os.chmod(tmp_path, 0o755)
-    res = sandbox.exec(
-        f"ln -s /etc etc_link && ln -s {host_file} host_link && ln -s /etc/passwd passwd_link "
-        "&& ln -s calc.py inside_link"
-    )
+    res = sandbox.exec(f"ln -s /etc etc_link && ln -s {host_file} host_link && ln -s /etc/passwd passwd_link && ln -s calc.py inside_link")
     assert res.exit_code == 0, res.output
     for path in ("etc_link/x", "etc_link/passwd", "host_link", "passwd_link"):
         with pytest.raises(PathRejected):

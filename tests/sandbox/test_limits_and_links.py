@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from agentops.sandbox import PathOutsideScope, PathRejected, SandboxLimits, create_sandbox
-from agentops.sandbox import bwrap_backend, docker_backend
+from agentops.sandbox import PathOutsideScope, PathRejected, SandboxLimits, bwrap_backend, create_sandbox, docker_backend
 
 pytestmark = pytest.mark.slow
 
@@ -127,8 +126,9 @@ def test_the_bubblewrap_watchdog_quota_kills_a_command_writing_past_it(backend_r
         if os.environ.get("CI") == "true":
             pytest.fail(msg)
         pytest.skip(msg)
-    sb = bwrap_backend.BwrapSandbox(run_id=new_run_id("wd"), repo=repo, quota_mode="watchdog",
-                                    limits=SandboxLimits(disk_mb=32, tmp_mb=16, command_timeout_s=60))
+    sb = bwrap_backend.BwrapSandbox(
+        run_id=new_run_id("wd"), repo=repo, quota_mode="watchdog", limits=SandboxLimits(disk_mb=32, tmp_mb=16, command_timeout_s=60)
+    )
     try:
         assert _mounts_under(sb.root) == []
         one = sb.exec("dd if=/dev/zero of=big bs=1M count=200 2>&1; echo rc=$?")  # one file: RLIMIT_FSIZE
@@ -161,5 +161,4 @@ def test_a_repository_larger_than_the_quota_fails_to_create_with_a_clear_error(b
     for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@x.invalid", "commit", "-qm", "big"]):
         subprocess.run(["git", *args], cwd=big, check=True, capture_output=True)
     with pytest.raises(Exception, match="(?i)space|quota|copying"):
-        create_sandbox(run_id=new_run_id("big"), repo=str(big), backend=backend,
-                       limits=SandboxLimits(disk_mb=32)).destroy()
+        create_sandbox(run_id=new_run_id("big"), repo=str(big), backend=backend, limits=SandboxLimits(disk_mb=32)).destroy()

@@ -81,7 +81,9 @@ class Cluster:
 
     def start(self) -> None:
         with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.starts += 1
 
     def kill_all(self) -> None:
@@ -198,7 +200,11 @@ class PostgresServer:
     may stop and start; never the shared one on 5432."""
 
     # The newest server installed (Debian's layout), e.g. /usr/lib/postgresql/15/bin.
-    BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, default=Path("/usr/lib/postgresql/15/bin"))
+    BIN = max(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        default=Path("/usr/lib/postgresql/15/bin"),
+    )
 
     def __init__(self, workdir: Path, port: int = 5440) -> None:
         self.workdir = workdir

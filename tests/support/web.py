@@ -28,7 +28,11 @@ def daphne(env: dict[str, str], log_path: Path, *, timeout_s: float = 60) -> Ite
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [daphne_bin, "-b", "127.0.0.1", "-p", str(port), "agentops.asgi:application"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         base = f"http://127.0.0.1:{port}"
         try:

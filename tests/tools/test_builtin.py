@@ -94,8 +94,12 @@ def test_a_resumed_call_returns_the_recorded_result_and_never_acts_twice(make_ag
     approval = Approval.objects.get(run=run)
     # As if a previous worker had executed the approved call and died before recording its observation.
     ToolExecution.objects.create(
-        key=f"run-{run.pk}:{approval.tool_call_id}", run=run, tool="test_pay", arguments=approval.arguments,
-        status=ExecutionStatus.SUCCEEDED, result={"output": "paid (recorded)", "is_error": False, "data": {}},
+        key=f"run-{run.pk}:{approval.tool_call_id}",
+        run=run,
+        tool="test_pay",
+        arguments=approval.arguments,
+        status=ExecutionStatus.SUCCEEDED,
+        result={"output": "paid (recorded)", "is_error": False, "data": {}},
     )
     approval_decide(approval=approval, actor=django_user_model.objects.create_superuser("boss", password="pw"), approve=True)
     execute_run(run.pk)

@@ -38,10 +38,20 @@ GRANTS: dict[str, dict] = {
     "merge_pull_request": {},
     "submit_report": {},
 }
-CONFIG = {"repository": "checkout-service", "forge": "local", "base_branch": "main", "test_command": "python3 -m pytest -q",
-          "planner": "scripted", "script": str(SCRIPT)}
-FIXED_DB = next(c["arguments"]["content"] for t in yaml.safe_load(SCRIPT.read_text()) for c in t.get("tool_calls", [])
-                if c["name"] == "write_file" and c["arguments"]["path"] == "checkout/db.py")
+CONFIG = {
+    "repository": "checkout-service",
+    "forge": "local",
+    "base_branch": "main",
+    "test_command": "python3 -m pytest -q",
+    "planner": "scripted",
+    "script": str(SCRIPT),
+}
+FIXED_DB = next(
+    c["arguments"]["content"]
+    for t in yaml.safe_load(SCRIPT.read_text())
+    for c in t.get("tool_calls", [])
+    if c["name"] == "write_file" and c["arguments"]["path"] == "checkout/db.py"
+)
 
 
 @pytest.fixture
@@ -68,8 +78,10 @@ def group(db):
 @pytest.fixture
 def agent_at(make_agent):
     def make(phase: int, *, policy: dict | None = None, grants: dict | None = None) -> Any:
-        return make_agent(slug=f"debugging-agent-{phase}", trust_phase=phase, config=dict(CONFIG),
-                          grants={k: dict(v) for k, v in (grants or GRANTS).items()}, policy=policy)
+        return make_agent(
+            slug=f"debugging-agent-{phase}", trust_phase=phase, config=dict(CONFIG), grants={k: dict(v) for k, v in (grants or GRANTS).items()}, policy=policy
+        )
+
     return make
 
 
@@ -87,9 +99,16 @@ class Harness:
     def ctx(self, tool: str) -> ToolContext:
         self.calls += 1
         grant = self.agent.grants.get(tool=tool)
-        return ToolContext(run=self.run, agent=self.agent, scope=grant.scope, tool_call_id=f"call_{self.calls}",
-                           idempotency_key=f"k{self.calls}", should_stop=lambda: False, emit=self.output.append,
-                           services=self.services)  # type: ignore[arg-type]
+        return ToolContext(
+            run=self.run,
+            agent=self.agent,
+            scope=grant.scope,
+            tool_call_id=f"call_{self.calls}",
+            idempotency_key=f"k{self.calls}",
+            should_stop=lambda: False,
+            emit=self.output.append,
+            services=self.services,
+        )  # type: ignore[arg-type]
 
     def __call__(self, tool: str, **args: Any):
         spec = get_tool(tool)
@@ -190,8 +209,10 @@ def test_writing_the_fix_turns_the_tests_green_and_reports_the_workspace_diff(bu
 @pytest.mark.slow
 def test_apply_patch_applies_all_or_nothing(bubblewrap, forge_repo, agent_at, harness):
     h = harness(agent_at(3))
-    patch = ("--- a/checkout/db.py\n+++ b/checkout/db.py\n@@ -10,3 +10,3 @@\n \n-POOL_SIZE = 10  # connections\n"
-             "+POOL_SIZE = 50  # connections\n QUERY_TIME_S = 0.2  # how long the simulated database takes to answer\n")
+    patch = (
+        "--- a/checkout/db.py\n+++ b/checkout/db.py\n@@ -10,3 +10,3 @@\n \n-POOL_SIZE = 10  # connections\n"
+        "+POOL_SIZE = 50  # connections\n QUERY_TIME_S = 0.2  # how long the simulated database takes to answer\n"
+    )
     result = h("apply_patch", patch=patch)
     assert not result.is_error, result.output
     assert "+POOL_SIZE = 50" in result.data["workspace_diff"]
@@ -317,8 +338,15 @@ def test_merging_and_the_phase_4_auto_approve_hook(bubblewrap, forge_repo, agent
     small("write_file", path="checkout/db.py", content=FIXED_DB)
     number = small("open_pull_request", branch=BRANCH, title="Fix").data["pull_request"]["number"]
     # The controller copies run_result into Run.result; here the test sets it, varying the facts.
-    pull = {"number": number, "gates_passed": True, "changed_lines": 80, "paths": ["checkout/db.py"],
-            "head_sha": PullRequest.objects.get().head_sha, "base": "main", "flags": []}
+    pull = {
+        "number": number,
+        "gates_passed": True,
+        "changed_lines": 80,
+        "paths": ["checkout/db.py"],
+        "head_sha": PullRequest.objects.get().head_sha,
+        "base": "main",
+        "flags": [],
+    }
     Run.objects.filter(pk=small.run.pk).update(result={"pull_request": pull})
     allowed, why = merge.auto_approve({"number": number}, small.ctx("merge_pull_request"))
     assert allowed, why
@@ -420,8 +448,10 @@ def test_the_debugging_agent_on_claude_fixes_the_bug_through_the_real_sdk(bubble
 
 # --- scopes on resolved paths, the policy's timeout (issue 9 items 4 and 5) -------------------------
 
-LINK_PATCH = ("diff --git a/tests/up b/tests/up\nnew file mode 120000\nindex 0000000..a96aa0e\n--- /dev/null\n"
-              "+++ b/tests/up\n@@ -0,0 +1 @@\n+..\n\\ No newline at end of file\n")
+LINK_PATCH = (
+    "diff --git a/tests/up b/tests/up\nnew file mode 120000\nindex 0000000..a96aa0e\n--- /dev/null\n"
+    "+++ b/tests/up\n@@ -0,0 +1 @@\n+..\n\\ No newline at end of file\n"
+)
 TESTS_ONLY = {**GRANTS, **{tool: {"paths": ["tests/*"]} for tool in ("apply_patch", "write_file", "repo_read_file", "repo_list_files", "repo_search")}}
 
 
@@ -468,8 +498,9 @@ def test_a_link_made_by_a_command_is_refused_at_use_by_every_file_tool(bubblewra
 @pytest.mark.slow
 def test_a_patch_with_a_quoted_name_is_checked_on_the_name_git_writes(bubblewrap, forge_repo, agent_at, harness):
     h = harness(agent_at(2, grants=TESTS_ONLY))
-    patch = ('diff --git "a/\\143heckout/new.py" "b/\\143heckout/new.py"\nnew file mode 100644\n--- /dev/null\n'
-             '+++ "b/\\143heckout/new.py"\n@@ -0,0 +1 @@\n+x = 1\n')
+    patch = (
+        'diff --git "a/\\143heckout/new.py" "b/\\143heckout/new.py"\nnew file mode 100644\n--- /dev/null\n+++ "b/\\143heckout/new.py"\n@@ -0,0 +1 @@\n+x = 1\n'
+    )
     with pytest.raises(ScopeViolation):
         h("apply_patch", patch=patch)
     assert "checkout/new.py" not in h.services.sandbox().list_files()

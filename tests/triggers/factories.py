@@ -39,9 +39,16 @@ def make_error_trigger(agent: Agent, **rules: Any) -> Trigger:
     return Trigger.objects.create(agent=agent, name=f"errors-{agent.slug}", kind=TriggerKind.ERROR, rules=base)
 
 
-def sentry_event(*, event_id: str | None = None, level: str = "error", exc_type: str = "ConnectionPoolExhaustedError",
-                 value: str = "pool of 10 exhausted", tags: dict[str, str] | None = None, lineno: int = 42,
-                 **extra: Any) -> dict[str, Any]:
+def sentry_event(
+    *,
+    event_id: str | None = None,
+    level: str = "error",
+    exc_type: str = "ConnectionPoolExhaustedError",
+    value: str = "pool of 10 exhausted",
+    tags: dict[str, str] | None = None,
+    lineno: int = 42,
+    **extra: Any,
+) -> dict[str, Any]:
     event: dict[str, Any] = {
         "level": level,
         "platform": "python",
@@ -57,8 +64,15 @@ def sentry_event(*, event_id: str | None = None, level: str = "error", exc_type:
                         "frames": [
                             {"filename": "threading.py", "function": "run", "module": "threading", "lineno": 1, "in_app": False},
                             {"filename": "checkout/service.py", "function": "checkout", "module": "checkout.service", "lineno": 20, "in_app": True},
-                            {"filename": "checkout/db.py", "function": "acquire", "module": "checkout.db", "lineno": lineno, "in_app": True,
-                             "context_line": "raise ConnectionPoolExhaustedError(...)", "vars": {"password": "hunter2"}},
+                            {
+                                "filename": "checkout/db.py",
+                                "function": "acquire",
+                                "module": "checkout.db",
+                                "lineno": lineno,
+                                "in_app": True,
+                                "context_line": "raise ConnectionPoolExhaustedError(...)",
+                                "vars": {"password": "hunter2"},
+                            },
                         ]
                     },
                 }

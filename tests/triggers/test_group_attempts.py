@@ -126,8 +126,9 @@ def test_a_merged_fix_waits_for_a_regression(client, setup):
     run = Run.objects.get()
     _end(run, ago=timedelta(seconds=5000))  # cooldown over, but the fix was merged: only a regression reruns
     merged_at = timezone.now() + timedelta(minutes=5)
-    PullRequest.objects.create(repo="checkout-service", number=3, title="fix", branch="agent/fix", base="main", run=run,
-                               status=PullRequestStatus.MERGED, merged_at=merged_at)
+    PullRequest.objects.create(
+        repo="checkout-service", number=3, title="fix", branch="agent/fix", base="main", run=run, status=PullRequestStatus.MERGED, merged_at=merged_at
+    )
     send(client, project)  # received before the merge (the deploy is not out yet)
     assert Run.objects.count() == 1
     group = ErrorGroup.objects.get()

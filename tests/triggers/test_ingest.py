@@ -72,9 +72,7 @@ def test_it_accepts_the_key_in_the_query_string_and_plain_bodies(client):
 def test_the_store_endpoint_accepts_deflate(client):
     project = make_project()
     body = zlib.compress(json.dumps(sentry_event(event_id="b" * 32)).encode())
-    response = client.post(
-        f"/api/{project.pk}/store/", data=body, content_type="application/json", HTTP_CONTENT_ENCODING="deflate", **auth(project)
-    )
+    response = client.post(f"/api/{project.pk}/store/", data=body, content_type="application/json", HTTP_CONTENT_ENCODING="deflate", **auth(project))
     assert response.status_code == 200, response.content
     assert ErrorEvent.objects.get().event_id == "b" * 32
 
@@ -294,7 +292,9 @@ def test_the_webhook_refuses_an_unknown_project(client):
     project = make_project()
     body = json.dumps(sentry_event()).encode()
     response = client.post(
-        "/hooks/errors/nope/", data=body, content_type="application/json",
+        "/hooks/errors/nope/",
+        data=body,
+        content_type="application/json",
         HTTP_X_AGENTOPS_SIGNATURE=webhook_signature(project.webhook_secret, body),
     )
     assert response.status_code == 403
@@ -319,6 +319,16 @@ def test_no_stored_field_of_an_event_or_its_group_keeps_a_secret(client):
     assert response.status_code == 200
     stored = ErrorEvent.objects.get()
     group = ErrorGroup.objects.get()
-    for text in [stored.exception_value, stored.exception_type, stored.message, stored.release, json.dumps(stored.tags),
-                 json.dumps(stored.raw), json.dumps(stored.stacktrace), group.title, group.exception_type, json.dumps(group.tags)]:
+    for text in [
+        stored.exception_value,
+        stored.exception_type,
+        stored.message,
+        stored.release,
+        json.dumps(stored.tags),
+        json.dumps(stored.raw),
+        json.dumps(stored.stacktrace),
+        group.title,
+        group.exception_type,
+        json.dumps(group.tags),
+    ]:
         assert token not in text

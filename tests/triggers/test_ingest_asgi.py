@@ -27,8 +27,7 @@ def post(path: str, body: bytes, headers: list[tuple[bytes, bytes]] | None = Non
 
 
 def auth(project) -> list[tuple[bytes, bytes]]:
-    return [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-            (b"x-sentry-auth", f"Sentry sentry_key={project.public_key}".encode())]
+    return [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), (b"x-sentry-auth", f"Sentry sentry_key={project.public_key}".encode())]
 
 
 @pytest.fixture(autouse=True)
@@ -102,19 +101,22 @@ def test_other_requests_go_to_django(project):
 def test_a_failing_event_in_a_batch_fails_only_its_own_request(project):
     from concurrent.futures import Future
 
+    from django.db import connection
+
     from agentops.triggers.asgi import BatchWriter
     from agentops.triggers.ingest import normalize_event
     from agentops.triggers.models import ErrorProject
-    from django.db import connection
 
     if connection.vendor != "postgresql":
         pytest.skip("the batch writer is PostgreSQL's; SQLite stores request by request")
     gone = ErrorProject(pk=987654321, name="gone", slug="gone")  # its rows would violate the foreign key
     good, bad = Future(), Future()
-    BatchWriter()._write([
-        (project, [normalize_event(sentry_event(event_id=uuid.uuid4().hex))], "sentry", good),
-        (gone, [normalize_event(sentry_event(event_id=uuid.uuid4().hex, exc_type="Other"))], "sentry", bad),
-    ])
+    BatchWriter()._write(
+        [
+            (project, [normalize_event(sentry_event(event_id=uuid.uuid4().hex))], "sentry", good),
+            (gone, [normalize_event(sentry_event(event_id=uuid.uuid4().hex, exc_type="Other"))], "sentry", bad),
+        ]
+    )
     assert len(good.result(timeout=1)) == 1 and not good.result()[0].duplicate
     assert bad.exception(timeout=1) is not None
     assert ErrorEvent.objects.count() == 1 and ErrorGroup.objects.count() == 1
@@ -128,10 +130,9 @@ def test_concurrent_requests_share_a_commit_and_each_gets_its_own_answer(project
     async def many() -> list[dict]:
         bodies = [json.dumps(sentry_event(event_id=uuid.uuid4().hex, lineno=i % 3)).encode() for i in range(30)]
         bodies.append(bodies[0])  # a resend among them
-        return await asyncio.gather(*[
-            HttpCommunicator(application, "POST", f"/api/{project.pk}/store/", body=b, headers=auth(project)).get_response(timeout=20)
-            for b in bodies
-        ])
+        return await asyncio.gather(
+            *[HttpCommunicator(application, "POST", f"/api/{project.pk}/store/", body=b, headers=auth(project)).get_response(timeout=20) for b in bodies]
+        )
 
     responses = async_to_sync(many)()
     assert [r["status"] for r in responses] == [200] * 31

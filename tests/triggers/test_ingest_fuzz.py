@@ -24,13 +24,27 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 # Every code point, surrogates and NUL included: what a hostile client can put in a JSON string.
 hostile_text = st.text(alphabet=st.characters(exclude_categories=()), max_size=40) | st.sampled_from(["\x00", "\ud800", "a\x00b", "\udfff\ud800", "²", ""])
-scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(10**40), max_value=10**40)
-    | st.floats(allow_nan=True, allow_infinity=True) | hostile_text
-)
+scalars = st.none() | st.booleans() | st.integers(min_value=-(10**40), max_value=10**40) | st.floats(allow_nan=True, allow_infinity=True) | hostile_text
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(hostile_text, inner, max_size=4), max_leaves=20)
-FIELDS = ["event_id", "level", "message", "logentry", "tags", "exception", "fingerprint", "timestamp", "environment",
-          "release", "platform", "transaction", "culprit", "extra", "contexts", "breadcrumbs", "server_name"]
+FIELDS = [
+    "event_id",
+    "level",
+    "message",
+    "logentry",
+    "tags",
+    "exception",
+    "fingerprint",
+    "timestamp",
+    "environment",
+    "release",
+    "platform",
+    "transaction",
+    "culprit",
+    "extra",
+    "contexts",
+    "breadcrumbs",
+    "server_name",
+]
 
 
 @st.composite
@@ -62,19 +76,25 @@ def _rows() -> tuple[int, int, int]:
 
 
 def _store(client: Client, project, body: bytes, project_id: str | None = None):
-    return client.post(f"/api/{project_id if project_id is not None else project.pk}/store/", data=body, content_type="application/json",
-                       HTTP_X_SENTRY_AUTH=f"Sentry sentry_key={project.public_key}")
+    return client.post(
+        f"/api/{project_id if project_id is not None else project.pk}/store/",
+        data=body,
+        content_type="application/json",
+        HTTP_X_SENTRY_AUTH=f"Sentry sentry_key={project.public_key}",
+    )
 
 
 def _envelope(client: Client, project, payload: bytes):
     body = b'{"event_id": "' + uuid.uuid4().hex.encode() + b'"}\n' + json.dumps({"type": "event", "length": len(payload)}).encode() + b"\n" + payload
-    return client.post(f"/api/{project.pk}/envelope/", data=body, content_type="application/x-sentry-envelope",
-                       HTTP_X_SENTRY_AUTH=f"Sentry sentry_key={project.public_key}")
+    return client.post(
+        f"/api/{project.pk}/envelope/", data=body, content_type="application/x-sentry-envelope", HTTP_X_SENTRY_AUTH=f"Sentry sentry_key={project.public_key}"
+    )
 
 
 def _webhook(client: Client, project, body: bytes):
-    return client.post(f"/hooks/errors/{project.slug}/", data=body, content_type="application/json",
-                       HTTP_X_AGENTOPS_SIGNATURE=webhook_signature(project.webhook_secret, body))
+    return client.post(
+        f"/hooks/errors/{project.slug}/", data=body, content_type="application/json", HTTP_X_AGENTOPS_SIGNATURE=webhook_signature(project.webhook_secret, body)
+    )
 
 
 def _check(response, before: tuple[int, int, int]) -> None:

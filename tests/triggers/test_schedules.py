@@ -21,8 +21,7 @@ NIGHT = datetime(2025, 3, 4, 3, 0, 30, tzinfo=UTC)
 @pytest.fixture
 def nightly():
     agent = make_agent("dependency-agent")
-    return Trigger.objects.create(agent=agent, name="nightly", kind=TriggerKind.SCHEDULE,
-                                  rules={"cron": "0 3 * * *", "input": "Update dependencies."})
+    return Trigger.objects.create(agent=agent, name="nightly", kind=TriggerKind.SCHEDULE, rules={"cron": "0 3 * * *", "input": "Update dependencies."})
 
 
 def test_cron_slot_is_the_latest_time_at_or_before_now():

@@ -1,5 +1,4 @@
 import pytest
-
 from checkout import db
 from checkout.service import UnknownProductError, cart_total, checkout
 

@@ -210,8 +210,6 @@ class Command(BaseCommand):
         from agentops.guardrails.drills import drill_run
 
         drill = drill_run(actor=_actor(), synthetic_runs=runs)
-        self.stdout.write(
-            f"drill {drill.pk}: {drill.status}; time to halt {drill.time_to_halt_ms} ms; actions after engage {drill.actions_after_engage}"
-        )
+        self.stdout.write(f"drill {drill.pk}: {drill.status}; time to halt {drill.time_to_halt_ms} ms; actions after engage {drill.actions_after_engage}")
         if drill.status != "passed":
             sys.exit(1)

@@ -39,8 +39,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--send-error", metavar="URL", help="base URL of the running server to report the sample service's exception to")
-        parser.add_argument("--spec", default=str(Path(settings.BASE_DIR) / "examples" / "agents.yaml"),
-                            help="agents spec to apply first when it exists (default: examples/agents.yaml)")
+        parser.add_argument(
+            "--spec",
+            default=str(Path(settings.BASE_DIR) / "examples" / "agents.yaml"),
+            help="agents spec to apply first when it exists (default: examples/agents.yaml)",
+        )
         parser.add_argument("--customers", type=int, default=25, help="concurrent checkouts send_error.py simulates")
         parser.add_argument("--admin-login", metavar="FILE", help="make sure an admin user exists; write its login to FILE")
         parser.add_argument("--run-url-file", metavar="FILE", help="write the URL of the error's run to FILE once it exists")
@@ -75,8 +78,9 @@ class Command(BaseCommand):
                 self._announce(existing, url, options.get("run_url_file"))
                 return
             script = base / "checkout-service" / "send_error.py"
-            proc = subprocess.run([sys.executable, str(script), dsn, "--customers", str(options["customers"])],
-                                  capture_output=True, text=True, timeout=120, check=False)
+            proc = subprocess.run(
+                [sys.executable, str(script), dsn, "--customers", str(options["customers"])], capture_output=True, text=True, timeout=120, check=False
+            )
             if proc.returncode != 0:
                 raise CommandError(f"send_error.py failed: {proc.stderr.strip()[-2000:]}")
             self.stdout.write(proc.stdout.strip())
