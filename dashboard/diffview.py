@@ -24,9 +24,37 @@ class Line:
 
 
 @dataclass
+class Gap:
+    """Lines of the file that no hunk shows: new-side lines start..end (end None: to the end of the
+    file), old-side numbering from old_start. An "expand" control fetches them."""
+
+    start: int
+    end: int | None
+    old_start: int
+
+    @property
+    def size(self) -> int | None:
+        return None if self.end is None else self.end - self.start + 1
+
+
+@dataclass
 class Hunk:
     header: str
     lines: list[Line] = field(default_factory=list)
+    old_start: int = 0
+    old_len: int = 0
+    new_start: int = 0
+    new_len: int = 0
+    gap: Gap | None = None  # the hidden lines just above this hunk
+
+    @property
+    def new_next(self) -> int:
+        """The first new-side line after this hunk (a zero-length range names the line before it)."""
+        return self.new_start + self.new_len if self.new_len else self.new_start + 1
+
+    @property
+    def old_next(self) -> int:
+        return self.old_start + self.old_len if self.old_len else self.old_start + 1
 
     @property
     def rows(self) -> list[tuple[Line | None, Line | None]]:
@@ -63,6 +91,24 @@ class FileDiff:
     hunks: list[Hunk] = field(default_factory=list)
     added: int = 0
     deleted: int = 0
+    tail: Gap | None = None  # the hidden lines after the last hunk
+
+    @property
+    def expandable(self) -> bool:
+        return self.status in ("modified", "renamed") and bool(self.hunks)
+
+    def place_gaps(self) -> None:
+        if not self.expandable:
+            return
+        prev: Hunk | None = None
+        for hunk in self.hunks:
+            first = hunk.new_start if hunk.new_len else hunk.new_start + 1
+            start, old_start = (prev.new_next, prev.old_next) if prev else (1, 1)
+            if first > start:
+                hunk.gap = Gap(start=start, end=first - 1, old_start=old_start)
+            prev = hunk
+        if prev is not None:
+            self.tail = Gap(start=prev.new_next, end=None, old_start=prev.old_next)
 
     @property
     def anchor(self) -> str:
@@ -184,7 +230,13 @@ def parse(diff: str, *, highlight: bool = True) -> Diff:
             if current is None:
                 current = new_file()
             old_no, new_no = int(m.group(1)), int(m.group(3))
-            hunk = Hunk(header=text)
+            hunk = Hunk(
+                header=text,
+                old_start=old_no,
+                old_len=int(m.group(2)) if m.group(2) is not None else 1,
+                new_start=new_no,
+                new_len=int(m.group(4)) if m.group(4) is not None else 1,
+            )
             current.hunks.append(hunk)
         elif hunk is not None and current is not None:
             if text.startswith("+"):
@@ -206,6 +258,12 @@ def parse(diff: str, *, highlight: bool = True) -> Diff:
                 pending.append((line, current.path + "\0new", text[1:] if text.startswith(" ") else text))
             hunk.lines.append(line)
     _colour(pending, highlight)
+    truncated = len(raw) > MAX_LINES
+    for f in files:
+        # The file cut by MAX_LINES has an unknown end: offer no expansion after its last hunk.
+        f.place_gaps()
+        if truncated and f is files[-1]:
+            f.tail = None
     return Diff(files=files, added=sum(f.added for f in files), deleted=sum(f.deleted for f in files), omitted=max(0, len(raw) - MAX_LINES))
 
 
@@ -226,6 +284,11 @@ def _colour(pending: list[tuple[Line, str, str]], highlight: bool) -> None:
             htmls = [mark_safe(escape(t)) for _, t in items]  # noqa: S308 - escaped
         for (line, _), html in zip(items, htmls, strict=False):
             line.html = html
+
+
+def highlight_lines(path: str, lines: list[str]) -> list[SafeString]:
+    """Colour lines fetched outside the diff (expanded context) as the diff colours its own."""
+    return _highlight(path, lines)
 
 
 def pygments_css() -> str:

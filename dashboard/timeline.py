@@ -109,6 +109,14 @@ def step_row(step: Step) -> StepRow:
             text, text_field = payload.pop(name), name
             break
     truncated = int(payload.pop(f"{text_field}_truncated", 0) or 0) if text_field else 0
+    if kind in ("observation", "guardrail"):
+        # Bookkeeping of the controller, not evidence: the nesting already shows which call it
+        # answers, the error pill shows is_error. The sandbox backend stays, as a small label.
+        for internal in ("tool_call_id", "counts_for_loops", "is_error"):
+            payload.pop(internal, None)
+        backend = payload.pop("sandbox", None)
+        if isinstance(backend, str) and backend:
+            meta = f"sandbox: {backend[:40]}"
     for drop in ("tool", "name", "status", "by", "risk_class", "why_needed"):
         if drop in payload and kind in ("tool_call", "observation", "approval_request", "approval_decision", "status"):
             payload.pop(drop)
@@ -321,8 +329,15 @@ def build_trace(steps: list[Step], *, t0: datetime | None = None, t1: datetime |
     roots: list[Span] = []
     turn: Span | None = None
     calls: dict[str, Span] = {}
+    every_call: dict[str, Span] = {}  # answered ones too: a guardrail may follow the observation
     for step in steps:
         row = step_row(step)
+        guarded = str((step.payload or {}).get("tool_call_id") or "") if step.kind == "guardrail" and isinstance(step.payload, dict) else ""
+        if guarded and guarded in every_call:
+            # A guardrail that refused one call sits under that call, not loose in the turn.
+            every_call[guarded].children.append(_span_of(step, row, "event", prev_end))
+            prev_end = step.created_at
+            continue
         if step.kind == "model_call":
             turn = _span_of(step, row, "turn", prev_end)
             roots.append(turn)
@@ -330,6 +345,7 @@ def build_trace(steps: list[Step], *, t0: datetime | None = None, t1: datetime |
             span = _span_of(step, row, "tool", prev_end)
             if span.call_id:
                 calls[span.call_id] = span
+                every_call[span.call_id] = span
             (turn.children if turn else roots).append(span)
         elif step.kind == "observation" and str((step.payload or {}).get("tool_call_id") or "") in calls:
             span = _span_of(step, row, "result", prev_end)

@@ -29,6 +29,7 @@ urlpatterns = [
     path("runs/<int:run_id>/stop/", views.run_stop, name="run_stop"),
     path("pulls/", views.pull_request_list, name="pull_request_list"),
     path("pulls/<int:pk>/", views.pull_request_detail, name="pull_request"),
+    path("pulls/<int:pk>/context/", views.pull_request_context, name="pull_request_context"),
     path("pulls/<int:pk>/merge/", views.pull_request_merge, name="pull_request_merge"),
     path("pulls/<int:pk>/ready/", views.pull_request_mark_ready, name="pull_request_ready"),
     path("pulls/<int:pk>/close/", views.pull_request_close, name="pull_request_close"),

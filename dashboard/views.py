@@ -660,6 +660,84 @@ def pull_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "dashboard/pull_request_detail.html", context)
 
 
+EXPAND_MAX_LINES = 500  # lines sent per "expand"; a longer gap gets a further control for the rest
+EXPAND_MAX_LINE_NO = 10_000_000
+
+
+def _plain(status: int, message: str) -> HttpResponse:
+    # Text, not HTML: the message may quote what the request sent.
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+
+
+def _line_number(raw: str | None, *, optional: bool = False) -> int | None:
+    if raw in (None, "") and optional:
+        return None
+    if raw is None or not raw.isdigit() or len(raw) > 8 or not 1 <= int(raw) <= EXPAND_MAX_LINE_NO:
+        raise ValueError("a line number is a whole number from 1")
+    return int(raw)
+
+
+@member_required
+@require_GET
+def pull_request_context(request: HttpRequest, pk: int) -> HttpResponse:
+    """The lines of one changed file that the diff hides (an "expand" control), read through the
+    forge at the pull request's head, and for the split view's left side at its base."""
+    from agentops.forges.local import LocalForge
+    from dashboard import diffview
+
+    pr = _pull_request(pk)
+    path = request.GET.get("path", "")
+    layout = request.GET.get("layout", "unified")
+    if layout not in ("unified", "split"):
+        return _plain(400, "layout is unified or split")
+    try:
+        start = _line_number(request.GET.get("start"))
+        end = _line_number(request.GET.get("end"), optional=True)
+        old_start = _line_number(request.GET.get("old"))
+    except ValueError as exc:
+        return _plain(400, str(exc))
+    assert start is not None and old_start is not None
+    if end is not None and end < start:
+        return _plain(400, "end is before start")
+    # Only the files this pull request changes, and only while they exist on both sides.
+    changed = {f.path: f for f in diffview.parse(pr.diff or "", highlight=False).files}
+    f = changed.get(path)
+    if f is None or not f.expandable:
+        return _plain(404, "that file is not an expandable part of this pull request")
+    if not pr.head_sha:
+        return _plain(404, "this pull request has no recorded head commit")
+    limit = min(end if end is not None else EXPAND_MAX_LINE_NO, start + EXPAND_MAX_LINES - 1)
+    forge_ = LocalForge(actor=f"dashboard:{request.user.get_username()}")
+    try:
+        head_lines = forge_.read_file(pr.repo, pr.head_sha, f.path).splitlines()
+        base_lines: list[str] = []
+        if layout == "split" and pr.base_sha:
+            base_lines = forge_.read_file(pr.repo, pr.base_sha, f.old_path or f.path).splitlines()
+    except ForgeError as exc:
+        return _plain(404, f"cannot read the file: {exc}")
+    shown = head_lines[start - 1 : limit]
+    last = start + len(shown) - 1
+    new_html = diffview.highlight_lines(f.path, shown)
+    old_slice = base_lines[old_start - 1 : old_start - 1 + len(shown)]
+    old_html = diffview.highlight_lines(f.old_path or f.path, old_slice) if layout == "split" else []
+    rows = [
+        {
+            "new": start + i,
+            "old": old_start + i,
+            "html": html,
+            # The base's own line when it was read (split view); the unchanged head line otherwise.
+            "old_html": old_html[i] if i < len(old_html) else html,
+        }
+        for i, html in enumerate(new_html)
+    ]
+    rest = None
+    more = end is None and len(head_lines) > last or end is not None and end > last
+    if shown and more:
+        rest = diffview.Gap(start=last + 1, end=end, old_start=old_start + len(shown))
+    context = {"pr": pr, "file": f, "rows": rows, "layout": layout, "rest": rest}
+    return render(request, "dashboard/_diff_context.html", context)
+
+
 @member_required
 @require_POST
 def pull_request_merge(request: HttpRequest, pk: int) -> HttpResponse:

@@ -169,3 +169,20 @@ def test_rows_stored_in_clear_before_the_fix_can_be_scrubbed(make_agent, own_sec
     assert scrub_stored_secrets() >= 1
     assert leaks([secret]) == []
     assert REDACTED in Run.objects.get(pk=run.pk).status_reason
+
+
+def test_a_key_streamed_across_progress_chunks_is_never_stored_in_part(make_agent, start_run):
+    from agentops.runs.models import Step, StepKind
+
+    key = "sk_" + "live_" + "4eC39HqLyjWDarjtT1zdp7dc"
+    head, tail = key[:12], key[12:]
+    script = [
+        {"text": "stream", "tool_calls": [{"name": "test_stream", "arguments": {"pieces": ["building\n", "STRIPE=" + head, tail + "\nok\n"], "pause_s": 0.6}}]},
+        {"text": "done"},
+    ]
+    agent = make_agent(script=script, grants={"test_stream": {}})
+    run = start_run(agent)
+    progress = "".join(s.payload.get("output", "") for s in Step.objects.filter(run=run, kind=StepKind.PROGRESS).order_by("seq"))
+    assert "building" in progress and "ok" in progress
+    assert head not in progress and tail not in progress
+    assert "[REDACTED]" in progress

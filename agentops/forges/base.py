@@ -74,6 +74,22 @@ def check_branch_name(branch: str) -> str:
     return branch
 
 
+_SHA = re.compile(r"^[0-9a-f]{7,64}$")
+MAX_READ_BYTES = 2_000_000  # a file read for display; larger ones are refused, not truncated
+
+
+def is_sha(ref: str) -> bool:
+    return isinstance(ref, str) and _SHA.match(ref) is not None
+
+
+def check_ref(ref: str) -> str:
+    """A commit sha (7 to 64 hex digits) or a plain branch name; nothing git could read as an option
+    or a revision expression (`HEAD~1`, `@{u}`, `a..b`)."""
+    if isinstance(ref, str) and _SHA.match(ref):
+        return ref
+    return check_branch_name(ref)
+
+
 def check_path(path: str) -> str:
     parts = path.split("/")
     if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or parts[0] == ".git" or "\x00" in path:
@@ -127,3 +143,9 @@ class Forge(ABC):
 
     @abstractmethod
     def pull_request(self, repo: str, number: int) -> PullRequestInfo: ...
+
+    @abstractmethod
+    def read_file(self, repo: str, ref: str, path: str) -> str:
+        """The text of `path` at commit or branch `ref` (UTF-8, undecodable bytes replaced).
+        Raises ForgeError when the ref or file does not exist, is not a file, is binary or is
+        larger than MAX_READ_BYTES."""

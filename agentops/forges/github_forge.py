@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import github
 from github import GithubException, InputGitAuthor, InputGitTreeElement, UnknownObjectException
 
-from agentops.forges.base import ChangeSet, Forge, ForgeError, MergeError, PullRequestInfo
+from agentops.forges.base import MAX_READ_BYTES, ChangeSet, Forge, ForgeError, MergeError, PullRequestInfo, check_path, check_ref
 
 
 def _message(exc: GithubException) -> str:
@@ -111,6 +111,25 @@ class GitHubForge(Forge):
             return self._info(self._repo(repo).get_pull(number))
         except GithubException as exc:
             raise ForgeError(_message(exc)) from None
+
+    def read_file(self, repo: str, ref: str, path: str) -> str:
+        check_ref(ref)
+        check_path(path)
+        try:
+            content = self._repo(repo).get_contents(path, ref=ref)
+        except GithubException as exc:
+            raise ForgeError(_message(exc)) from None
+        if isinstance(content, list) or getattr(content, "type", "file") != "file":
+            raise ForgeError(f"{path!r} is not a file at {ref[:10]}")
+        if (content.size or 0) > MAX_READ_BYTES:
+            raise ForgeError(f"{path!r} is too large to show ({content.size} bytes)")
+        # GitHub leaves `content` empty (encoding "none") for files over 1 MB: refuse, never show "".
+        if content.encoding != "base64":
+            raise ForgeError(f"{path!r} is too large for the contents API")
+        data = content.decoded_content
+        if b"\0" in data[:8000]:
+            raise ForgeError(f"{path!r} is a binary file")
+        return data.decode("utf-8", errors="replace")
 
     @staticmethod
     def _info(pr: Any) -> PullRequestInfo:

@@ -21,7 +21,18 @@ from django.db.models import Max
 from django.utils import timezone
 
 from agentops.audit.services import actor_label_of, audit_record
-from agentops.forges.base import ChangeSet, Forge, ForgeError, MergeError, PullRequestInfo, check_branch_name
+from agentops.forges.base import (
+    MAX_READ_BYTES,
+    ChangeSet,
+    Forge,
+    ForgeError,
+    MergeError,
+    PullRequestInfo,
+    check_branch_name,
+    check_path,
+    check_ref,
+    is_sha,
+)
 from agentops.forges.models import PullRequest, PullRequestComment, PullRequestStatus
 
 Actor = AbstractBaseUser | str | None
@@ -255,6 +266,29 @@ class LocalForge(Forge):
 
     def merge(self, repo: str, number: int) -> str:
         return pull_request_merge(pr=self._get(repo, number), actor=self.actor)
+
+    def read_file(self, repo: str, ref: str, path: str) -> str:
+        bare = self._existing(repo)
+        check_ref(ref)
+        check_path(path)
+        commit = _rev(bare, ref if is_sha(ref) else f"refs/heads/{ref}")
+        if commit is None:
+            raise ForgeError(f"no commit {ref!r} in {repo!r}")
+        spec = f"{commit}:{path}"
+        kind = git("cat-file", "-t", spec, cwd=bare, check=False).stdout.strip()
+        if kind != "blob":
+            raise ForgeError(f"{path!r} is not a file at {commit[:10]}")
+        size = int(git("cat-file", "-s", spec, cwd=bare).stdout.strip() or 0)
+        if size > MAX_READ_BYTES:
+            raise ForgeError(f"{path!r} is too large to show ({size} bytes)")
+        # Bytes, not text: a file need not be UTF-8, and a decoding error must not escape as a crash.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"), "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+        proc = subprocess.run(["git", "cat-file", "blob", spec], cwd=bare, env=env, capture_output=True, timeout=60, check=False)
+        if proc.returncode != 0:
+            raise ForgeError(f"could not read {path!r} at {commit[:10]}")
+        if b"\0" in proc.stdout[:8000]:
+            raise ForgeError(f"{path!r} is a binary file")
+        return proc.stdout.decode("utf-8", errors="replace")
 
 
 def pull_request_merge(*, pr: PullRequest, actor: Actor) -> str:

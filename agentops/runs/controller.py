@@ -33,6 +33,7 @@ from agentops.guardrails.budgets import HISTORY_MIN_RUNS, Budget, cost_history, 
 from agentops.guardrails.daily import daily_add, daily_consume
 from agentops.guardrails.loops import Action, LoopDetector, action_key, observation_hash, shape_key
 from agentops.llm.checks import ECHOABLE_BLOCKS
+from agentops.redaction import redact_text
 from agentops.runs import transitions
 from agentops.runs.models import (
     Artifact,
@@ -50,6 +51,8 @@ from agentops.tools.registry import ScopeViolation, Tool, ToolContext, ToolError
 
 log = logging.getLogger(__name__)
 
+# The most of a tool's streamed output one progress step keeps.
+PROGRESS_CHUNK = 8000
 # What the model sees of one observation; the whole output is kept in the trace.
 MODEL_OBSERVATION_LIMIT = 20_000
 # Compact the conversation when it passes this share of the model's context window.
@@ -1210,22 +1213,34 @@ class RunLoop:
         raise WaitForApproval()
 
     def emitter(self, call: PendingCall) -> Any:
-        """Stream a tool's output into the trace, at most a few steps per second."""
+        """Stream a tool's output into the trace, at most a few steps per second.
+
+        Chunks end at a line break (a line still being written waits for the next chunk), and a
+        chunk is redacted whole before it is shortened: a key is never cut in two, so no half of
+        one is stored where the redactor could not recognise it."""
         buffer: list[str] = []
         last = [time.monotonic()]
 
         def emit(text: str, flush: bool = False) -> None:
             buffer.append(text)
-            if flush or time.monotonic() - last[0] >= 0.5 or sum(map(len, buffer)) > 8000:
-                chunk = "".join(buffer)
-                buffer.clear()
-                last[0] = time.monotonic()
-                if chunk:
-                    self.flush_tool_call()  # the call comes before its output in the trace
-                    self.record(
-                        StepKind.PROGRESS,
-                        {"tool_call_id": call.id, "tool": call.name, "output": chunk[-8000:], "sandbox": self.services.sandbox_backend},
-                    )
+            if not (flush or time.monotonic() - last[0] >= 0.5 or sum(map(len, buffer)) > PROGRESS_CHUNK):
+                return
+            pending = "".join(buffer)
+            buffer.clear()
+            cut = len(pending) if flush else pending.rfind("\n") + 1
+            if cut <= 0 and len(pending) <= 4 * PROGRESS_CHUNK:
+                buffer.append(pending)  # one long line still being written: wait for its end
+                return
+            chunk, rest = (pending[:cut], pending[cut:]) if cut > 0 else (pending, "")
+            if rest:
+                buffer.append(rest)
+            last[0] = time.monotonic()
+            if chunk:
+                self.flush_tool_call()  # the call comes before its output in the trace
+                self.record(
+                    StepKind.PROGRESS,
+                    {"tool_call_id": call.id, "tool": call.name, "output": redact_text(chunk)[-PROGRESS_CHUNK:], "sandbox": self.services.sandbox_backend},
+                )
 
         return emit
 

@@ -245,6 +245,17 @@
       if (el) { event.preventDefault(); history.replaceState(null, "", "#step-" + jump.dataset.jump); openTo(el); }
       return;
     }
+    // "Expand" in one layout expands the same gap in the other, so switching layouts loses nothing.
+    var expand = event.target.closest("[data-expand]");
+    if (expand && event.isTrusted && window.htmx) {
+      var file = expand.closest(".file-diff");
+      if (file) {
+        file.querySelectorAll("[data-expand]").forEach(function (twin) {
+          if (twin !== expand && twin.dataset.expand === expand.dataset.expand) window.htmx.trigger(twin, "click");
+        });
+      }
+      return;
+    }
     var view = event.target.closest("[data-diff-view]");
     if (view) {
       var box = document.getElementById("diff-view");

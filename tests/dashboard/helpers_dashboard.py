@@ -62,3 +62,16 @@ def csrf_post(user: User, path: str, data: dict, *, page: str = "/") -> Any:
     client.get(page)
     token = client.cookies["csrftoken"].value
     return client.post(path, {**data, "csrfmiddlewaretoken": token})
+
+
+def agent_form(agent: Agent, **overrides: object) -> dict:
+    """The agent edit page's form as a person would submit it unchanged, with `overrides`."""
+    policy = agent.policy
+    data: dict[str, object] = {"name": agent.name, "objective": agent.objective, "model": agent.model, "trust_phase": agent.trust_phase}
+    for field in ["max_tokens", "max_cost_usd", "max_tool_calls", "max_iterations", "max_wall_clock_s", "approval_timeout_s"]:
+        data[field] = getattr(policy, field)
+    data["daily_max_runs"] = policy.daily_max_runs or ""
+    data["daily_max_cost_usd"] = policy.daily_max_cost_usd or ""
+    data["daily_action_caps"] = "{}"
+    data.update(overrides)
+    return data

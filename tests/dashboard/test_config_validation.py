@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from helpers_dashboard import agent_form as _agent_form
 from helpers_dashboard import client_for, csrf_post
 
 from agentops.agents.models import Agent, Trigger
@@ -14,18 +15,6 @@ from agentops.agents.spec import agent_errors, export_agent
 from agentops.audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
-
-
-def _agent_form(agent: Agent, **overrides: object) -> dict:
-    policy = agent.policy
-    data = {"name": agent.name, "objective": agent.objective, "model": agent.model, "trust_phase": agent.trust_phase}
-    for field in ["max_tokens", "max_cost_usd", "max_tool_calls", "max_iterations", "max_wall_clock_s", "approval_timeout_s"]:
-        data[field] = getattr(policy, field)
-    data["daily_max_runs"] = policy.daily_max_runs or ""
-    data["daily_max_cost_usd"] = policy.daily_max_cost_usd or ""
-    data["daily_action_caps"] = "{}"
-    data.update(overrides)
-    return data
 
 
 def _unchanged(agent: Agent, before: dict, audits: int) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from helpers_dashboard import agent_form as _agent_form
 from helpers_dashboard import client_for, csrf_post, make_approval, make_run
 
 from agentops.agents.models import Agent, ToolGrant, Trigger
@@ -351,18 +352,6 @@ def test_an_approver_merges_the_runs_local_pull_request_once(team, agent, monkey
 
 
 # --- agents ----------------------------------------------------------------------------------
-
-
-def _agent_form(agent: Agent, **overrides) -> dict:
-    policy = agent.policy
-    data = {"name": agent.name, "objective": agent.objective, "model": agent.model, "trust_phase": agent.trust_phase}
-    for field in ["max_tokens", "max_cost_usd", "max_tool_calls", "max_iterations", "max_wall_clock_s", "approval_timeout_s"]:
-        data[field] = getattr(policy, field)
-    data["daily_max_runs"] = policy.daily_max_runs or ""
-    data["daily_max_cost_usd"] = policy.daily_max_cost_usd or ""
-    data["daily_action_caps"] = "{}"
-    data.update(overrides)
-    return data
 
 
 def test_an_admin_changes_the_trust_phase_and_it_is_audited_with_before_and_after(team, agent):

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.urls import reverse
+from helpers_dashboard import agent_form as _agent_form
 from helpers_dashboard import client_for
 
 from agentops.agents.models import Agent, ToolGrant, Trigger
@@ -16,18 +17,6 @@ from agentops.audit.models import AuditEvent
 from dashboard.templatetags.dashboard_tags import duration, thousands, tokens, usd
 
 pytestmark = pytest.mark.django_db
-
-
-def _agent_form(agent: Agent, **overrides) -> dict:
-    policy = agent.policy
-    data = {"name": agent.name, "objective": agent.objective, "model": agent.model, "trust_phase": agent.trust_phase}
-    for field in ["max_tokens", "max_cost_usd", "max_tool_calls", "max_iterations", "max_wall_clock_s", "approval_timeout_s"]:
-        data[field] = getattr(policy, field)
-    data["daily_max_runs"] = policy.daily_max_runs or ""
-    data["daily_max_cost_usd"] = policy.daily_max_cost_usd or ""
-    data["daily_action_caps"] = "{}"
-    data.update(overrides)
-    return data
 
 
 # --- numbers in one format, with units ---------------------------------------------------------

@@ -12,6 +12,7 @@ fast-forwards unless forced, and protected branches refuse direct updates.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -224,6 +225,17 @@ class FakeGitHub:
             if m.group(1) not in repo.commits:
                 return 404, {"message": "Not Found"}
             return 200, self._commit_json(repo, m.group(1))
+        if method == "GET" and (m := re.match(r"^/contents/(.+)$", rest)):
+            # The contents API for one file at a branch or commit (no directories, no LFS).
+            ref = (query.get("ref") or [repo.default_branch])[0]
+            sha = repo.branches.get(ref, ref)
+            files = repo.trees.get(repo.commits[sha]["tree"], {}) if sha in repo.commits else None
+            name = unquote(m.group(1))
+            if files is None or name not in files:
+                return 404, {"message": "Not Found"}
+            data = files[name].encode()
+            return 200, {"type": "file", "encoding": "base64", "size": len(data), "name": name.rsplit("/", 1)[-1], "path": name,
+                         "sha": _sha("blob", files[name]), "content": base64.b64encode(data).decode()}
         if key == ("POST", "/git/trees"):
             files = dict(repo.trees.get(body.get("base_tree") or "", {}))
             for element in body.get("tree", []):

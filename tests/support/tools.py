@@ -88,3 +88,29 @@ register(
 def lines(path: str | Path) -> list[str]:
     p = Path(path)
     return p.read_text().splitlines() if p.exists() else []
+
+
+def _stream(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    # Output arriving in pieces, as a running command's does, with pauses that end a progress chunk.
+    for piece in args["pieces"]:
+        ctx.emit(piece)
+        time.sleep(float(args.get("pause_s", 0)))
+    return ToolResult(output="streamed")
+
+
+register(
+    Tool(
+        name="test_stream",
+        description="Stream text in pieces.",
+        input_schema={
+            "type": "object",
+            "properties": {"pieces": {"type": "array", "items": {"type": "string"}}, "pause_s": {"type": "number"}},
+            "required": ["pieces"],
+            "additionalProperties": False,
+        },
+        risk_class="read",
+        scope_schema={"type": "object"},
+        executor=_stream,
+        side_effecting=False,
+    )
+)
