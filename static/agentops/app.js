@@ -246,12 +246,12 @@
       return;
     }
     // "Expand" in one layout expands the same gap in the other, so switching layouts loses nothing.
-    var expand = event.target.closest("[data-expand]");
-    if (expand && event.isTrusted && window.htmx) {
-      var file = expand.closest(".file-diff");
+    var gapBtn = event.target.closest("[data-gap]");
+    if (gapBtn && event.isTrusted && window.htmx) {
+      var file = gapBtn.closest(".file-diff");
       if (file) {
-        file.querySelectorAll("[data-expand]").forEach(function (twin) {
-          if (twin !== expand && twin.dataset.expand === expand.dataset.expand) window.htmx.trigger(twin, "click");
+        file.querySelectorAll("[data-gap]").forEach(function (twin) {
+          if (twin !== gapBtn && twin.dataset.gap === gapBtn.dataset.gap) window.htmx.trigger(twin, "click");
         });
       }
       return;

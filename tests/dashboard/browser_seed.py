@@ -209,6 +209,10 @@ if __name__ == "__main__":
 
         traced = seed_trace(Agent.objects.get(slug="debugger"))
         print(json.dumps({"run": traced.pk, "pull_request": seed_pull_request(traced).pk}))
+    elif command == "expand":  # a pull request on a real forge repo, for "expand context"
+        from expand_seed import seed_expand_pull_request
+
+        print(json.dumps({"pull_request": seed_expand_pull_request(Agent.objects.get(slug="debugger"))}))
     elif command == "steps":
         print(json.dumps(steps(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))))
     else:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from dashboard.timeline import build_trace, step_row
-
 from agentops.runs.models import Step
+from dashboard.timeline import build_trace, step_row
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -234,8 +234,15 @@ class FakeGitHub:
             if files is None or name not in files:
                 return 404, {"message": "Not Found"}
             data = files[name].encode()
-            return 200, {"type": "file", "encoding": "base64", "size": len(data), "name": name.rsplit("/", 1)[-1], "path": name,
-                         "sha": _sha("blob", files[name]), "content": base64.b64encode(data).decode()}
+            return 200, {
+                "type": "file",
+                "encoding": "base64",
+                "size": len(data),
+                "name": name.rsplit("/", 1)[-1],
+                "path": name,
+                "sha": _sha("blob", files[name]),
+                "content": base64.b64encode(data).decode(),
+            }
         if key == ("POST", "/git/trees"):
             files = dict(repo.trees.get(body.get("base_tree") or "", {}))
             for element in body.get("tree", []):
