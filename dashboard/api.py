@@ -17,8 +17,10 @@ from django.views.decorators.csrf import csrf_exempt
 
 from agentops.agents.spec import hygiene_errors
 from agentops.approvals.models import Approval, ApprovalStatus
+from agentops.approvals.serializers import approval_to_dict
 from agentops.runs.models import Run, RunStatus
-from dashboard import access, timeline
+from agentops.runs.serializers import run_to_dict, step_to_dict
+from dashboard import access, selectors, timeline
 from dashboard.models import TokenScope
 from dashboard.openapi import SCHEMA
 from dashboard.services import TokenRefused, api_token_authenticate
@@ -127,60 +129,10 @@ def _int_param(request: HttpRequest, name: str, default: int | None, *, maximum:
     return value
 
 
-def run_json(run: Run) -> dict[str, Any]:
-    return {
-        "id": run.pk,
-        "agent": run.agent.slug,
-        "status": run.status,
-        "status_reason": run.status_reason,
-        "outcome": run.outcome,
-        "outcome_detail": run.outcome_detail,
-        "trigger_kind": run.trigger_kind,
-        "input": run.input,
-        "model": run.model,
-        "created_at": run.created_at.isoformat(),
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "tokens": run.total_tokens,
-        "cost_usd": str(run.cost_usd),
-        "tool_calls": run.tool_calls,
-        "iterations": run.iterations,
-        "steps": run.next_seq - 1,
-        "result": run.result,
-        "url": f"/runs/{run.pk}/",
-    }
-
-
-def step_json(step: Any) -> dict[str, Any]:
-    return {
-        "seq": step.seq,
-        "kind": step.kind,
-        "payload": step.payload,
-        "model_id": step.model_id,
-        "input_tokens": step.input_tokens,
-        "output_tokens": step.output_tokens,
-        "cost_usd": str(step.cost_usd),
-        "latency_ms": step.latency_ms,
-        "created_at": step.created_at.isoformat(),
-    }
-
-
-def approval_json(approval: Approval) -> dict[str, Any]:
-    return {
-        "id": approval.pk,
-        "run_id": approval.run_id,
-        "tool": approval.tool,
-        "arguments": approval.arguments,
-        "risk_class": approval.risk_class,
-        "reason": approval.reason,
-        "why_needed": approval.why_needed,
-        "status": approval.status,
-        "requested_at": approval.requested_at.isoformat(),
-        "expires_at": approval.expires_at.isoformat(),
-        "decided_at": approval.decided_at.isoformat() if approval.decided_at else None,
-        "decided_by": approval.decided_by_label or None,
-        "comment": approval.comment,
-    }
+# The API's names for the shared serializers (tests and callers import them from here).
+run_json = run_to_dict
+step_json = step_to_dict
+approval_json = approval_to_dict
 
 
 def openapi(request: HttpRequest) -> JsonResponse:
@@ -192,19 +144,12 @@ def openapi(request: HttpRequest) -> JsonResponse:
 def runs(request: HttpRequest) -> JsonResponse:
     if request.method == "POST":
         return _run_start(request)
-    qs = Run.objects.select_related("agent").order_by("-id")
     status = request.GET.get("status")
-    if status:
-        if status not in RunStatus.values:
-            raise ApiError(400, f"status must be one of {', '.join(RunStatus.values)}")
-        qs = qs.filter(status=status)
-    if request.GET.get("agent"):
-        qs = qs.filter(agent__slug=request.GET["agent"])
+    if status and status not in RunStatus.values:
+        raise ApiError(400, f"status must be one of {', '.join(RunStatus.values)}")
     before_id = _int_param(request, "before_id", None)
-    if before_id is not None:
-        qs = qs.filter(pk__lt=before_id)
     limit = _int_param(request, "limit", 50, maximum=MAX_LIMIT) or 50
-    items = list(qs[:limit])
+    items = selectors.runs_page(status=status, agent_slug=request.GET.get("agent"), before_id=before_id, limit=limit)
     return JsonResponse({"runs": [run_json(r) for r in items], "next_before_id": items[-1].pk if len(items) == limit else None})
 
 
@@ -229,7 +174,7 @@ def _run_start(request: HttpRequest) -> JsonResponse:
         raise ApiError(503, "the database is unavailable: no run was created; retry later") from None
     if getattr(created, "dispatched", True) is False:
         # The run exists and will run: the reaper gives it a job once the task broker answers.
-        body = run_json(created)
+        body: dict[str, Any] = dict(run_json(created))
         body["dispatch"] = "deferred: the task broker is unreachable; the run stays queued and will be handed to a worker when it is back"
         return JsonResponse(body, status=202)
     return JsonResponse(run_json(created), status=201)
@@ -237,7 +182,7 @@ def _run_start(request: HttpRequest) -> JsonResponse:
 
 @api_view("GET")
 def run(request: HttpRequest, run_id: int) -> JsonResponse:
-    return JsonResponse(run_json(get_object_or_404(Run.objects.select_related("agent"), pk=run_id)))
+    return JsonResponse(run_json(get_object_or_404(selectors.runs_with_agent(), pk=run_id)))
 
 
 @api_view("GET")
@@ -254,7 +199,7 @@ def run_cancel(request: HttpRequest, run_id: int) -> JsonResponse:
     from agentops.runs.services import run_cancel as cancel
 
     access.require_perm(request.user, access.DECIDE)
-    target = get_object_or_404(Run.objects.select_related("agent"), pk=run_id)
+    target = get_object_or_404(selectors.runs_with_agent(), pk=run_id)
     data = _body(request, "/runs/{run_id}/cancel/")
     if target.is_active:
         cancel(run=target, actor=request.user, reason=str(data.get("reason", "")))
@@ -268,7 +213,7 @@ def approvals(request: HttpRequest) -> JsonResponse:
     if status not in ApprovalStatus.values:
         raise ApiError(400, f"status must be one of {', '.join(ApprovalStatus.values)}")
     limit = _int_param(request, "limit", 100, maximum=MAX_LIMIT) or 100
-    items = Approval.objects.filter(status=status).order_by("expires_at" if status == "pending" else "-decided_at")[:limit]
+    items = selectors.approvals_with_status(status, limit=limit)
     return JsonResponse({"approvals": [approval_json(a) for a in items]})
 
 

@@ -18,7 +18,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from dashboard import access, timeline
+from dashboard import access, selectors, timeline
 
 
 def poll_interval() -> float:
@@ -89,9 +89,7 @@ class RunConsumer(_LiveConsumer):
 
     @database_sync_to_async
     def _run_exists(self) -> bool:
-        from agentops.runs.models import Run
-
-        return Run.objects.filter(pk=self.run_id).exists()
+        return selectors.run_exists(self.run_id)
 
     async def step_created(self, event: dict[str, Any]) -> None:
         if int(event.get("seq", 0)) > self.last_sent:
@@ -103,10 +101,7 @@ class RunConsumer(_LiveConsumer):
 
     @database_sync_to_async
     def _newest_seq(self) -> int:
-        from agentops.runs.models import Run
-
-        next_seq = Run.objects.filter(pk=self.run_id).values_list("next_seq", flat=True).first()
-        return (next_seq or 1) - 1
+        return selectors.newest_step_seq(self.run_id)
 
     async def send_new_steps(self) -> None:
         while True:
@@ -120,14 +115,11 @@ class RunConsumer(_LiveConsumer):
 
     @database_sync_to_async
     def _read_after(self, after: int) -> dict[str, Any] | None:
-        from agentops.runs.models import Run
-
         steps = timeline.steps_window(self.run_id, after=after, limit=timeline.MAX_CATCH_UP)
         if not steps:
             return None
-        run = Run.objects.select_related("agent__policy").get(pk=self.run_id)
+        run = selectors.run_with_policy(self.run_id)
         spans = timeline.live_spans(run, steps)
-        from dashboard.views import run_context
 
         return {
             "type": "steps",
@@ -143,7 +135,7 @@ class RunConsumer(_LiveConsumer):
             ],
             "last_seq": steps[-1].seq,
             "run": {"status": run.status, "status_reason": run.status_reason, "active": run.is_active},
-            "summary_html": render_to_string("dashboard/run_detail.html#summary", run_context(run)),
+            "summary_html": render_to_string("dashboard/run_detail.html#summary", selectors.run_context(run)),
         }
 
 
@@ -165,13 +157,7 @@ class OverviewConsumer(_LiveConsumer):
 
     @database_sync_to_async
     def _state(self) -> tuple[bool, int]:
-        from django.db.models import Max
-
-        from agentops.guardrails.models import ControlState
-        from agentops.runs.models import Step
-
-        engaged = ControlState.objects.filter(pk=1, engaged=True).exists()
-        return engaged, Step.objects.aggregate(newest=Max("id"))["newest"] or 0
+        return selectors.overview_state()
 
     async def run_changed(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "runs", "run_id": event.get("run_id"), "kind": event.get("kind")})

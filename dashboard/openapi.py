@@ -58,7 +58,7 @@ SCHEMA: dict[str, Any] = {
                         {"type": "string", "enum": ["queued", "running", "waiting_approval", "succeeded", "failed", "budget_exceeded", "killed", "rejected"]},
                         "only runs in this status",
                     ),
-                    _query("agent", {"type": "string"}, "agent slug"),
+                    _query("agent", _TEXT, "agent slug"),
                     _query("before_id", {"type": "integer", "minimum": 0}, "page: runs with a smaller id (use next_before_id)"),
                     _query("limit", {"type": "integer", "minimum": 0, "maximum": 500, "default": 50}, "page size"),
                 ],

@@ -49,3 +49,22 @@ def daily_add(*, agent_id: int, key: str, amount: Decimal | int) -> None:
 def daily_value(*, agent_id: int, key: str, day: date | None = None) -> Decimal:
     row = DailyUsage.objects.filter(agent_id=agent_id, day=day or today(), key=key).values_list("value", flat=True).first()
     return row if row is not None else Decimal("0")
+
+
+class DailyActionCaps:
+    """An agent's daily caps per action class (``read``/``write``/``irreversible``) and per tool."""
+
+    def __init__(self, agent_id: int, caps: dict[str, int] | None) -> None:
+        self.agent_id = agent_id
+        self.caps = caps or {}
+
+    def consume(self, risk_class: str, tool_name: str) -> tuple[str, int] | None:
+        """Spend one of today's allowance for each cap that applies; the (key, cap) reached, if any."""
+        for key in (f"action:{risk_class}", f"tool:{tool_name}"):
+            short = key.split(":", 1)[1] if key.startswith("action:") else key
+            cap = self.caps.get(short, self.caps.get(key))
+            if cap is None:
+                continue
+            if not daily_consume(agent_id=self.agent_id, key=key, amount=1, cap=cap):
+                return key, cap
+        return None

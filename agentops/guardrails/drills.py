@@ -6,13 +6,15 @@ start while the switch is already engaged, and it releases the switch when it is
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agentops.agents.models import Agent, Policy, ToolGrant
@@ -20,6 +22,8 @@ from agentops.audit.services import audit_record
 from agentops.guardrails.killswitch import kill_switch_engage, kill_switch_engaged, kill_switch_release
 from agentops.guardrails.models import Drill, DrillStatus
 from agentops.runs.models import FINAL_STATUSES, Run, RunStatus, Step, StepKind
+
+log = logging.getLogger(__name__)
 
 DRILL_AGENT_SLUG = "kill-switch-drill"
 HALT_TARGET_MS = 1000
@@ -56,17 +60,77 @@ def _work(run_id: int) -> None:
         connection.close()
 
 
-def drill_run(*, actor: AbstractBaseUser | str | None, synthetic_runs: int = 5) -> Drill:
-    from agentops.runs.services import run_create
+# A drill still "running" after this long lost its worker: it no longer blocks a new one.
+DRILL_STALE_S = 600
 
+
+def _refusal(*, exclude_pk: int | None = None) -> str | None:
     if kill_switch_engaged():
-        raise DrillRefused("the kill switch is already engaged; release it before a drill")
+        return "the kill switch is already engaged; release it before a drill"
+    if drill_agent().paused:
+        return "the drill agent is paused"
+    running = Drill.objects.filter(status=DrillStatus.RUNNING, started_at__gt=timezone.now() - timedelta(seconds=DRILL_STALE_S))
+    if exclude_pk is not None:
+        running = running.exclude(pk=exclude_pk)
+    if running.exists():
+        return "another drill is running; wait for its result"
+    return None
+
+
+def drill_start(*, actor: AbstractBaseUser | str | None, synthetic_runs: int = 5, enqueue: bool = True) -> Drill:
+    """Record a drill and, with ``enqueue``, hand it to a worker once this transaction commits: a drill
+    runs controller threads for up to ~45 s, which must not hold a web server thread."""
+    problem = _refusal()
+    if problem:
+        raise DrillRefused(problem)
     synthetic_runs = max(1, min(int(synthetic_runs), 20))
-    agent = drill_agent()
-    if agent.paused:
-        raise DrillRefused("the drill agent is paused")
     drill = Drill.objects.create(started_by=actor if isinstance(actor, AbstractBaseUser) else None, synthetic_runs=synthetic_runs)
     audit_record(actor=actor, action="drill.start", target=drill, detail=f"{synthetic_runs} synthetic runs")
+    if enqueue:
+        drill_id = drill.pk
+        transaction.on_commit(lambda: _enqueue(drill_id))
+    return drill
+
+
+def _enqueue(drill_id: int) -> None:
+    from django_q.tasks import async_task
+
+    try:
+        async_task("agentops.runs.tasks.execute_drill", drill_id, task_name=f"drill-{drill_id}", group="drills")
+    except Exception as exc:
+        # The broker is down: say so on the drill rather than leave it "running" with no worker.
+        log.warning("drill %s: the task broker refused the job", drill_id, exc_info=True)
+        Drill.objects.filter(pk=drill_id, status=DrillStatus.RUNNING).update(
+            status=DrillStatus.FAILED, finished_at=timezone.now(), details={"error": f"the task broker refused the drill: {type(exc).__name__}"}
+        )
+
+
+def drill_run(*, actor: AbstractBaseUser | str | None, synthetic_runs: int = 5) -> Drill:
+    """A drill run inline, in this process (the CLI's ``drill --wait``, tests)."""
+    drill = drill_start(actor=actor, synthetic_runs=synthetic_runs, enqueue=False)
+    return drill_execute(drill, actor=actor)
+
+
+def drill_execute(drill: Drill, *, actor: AbstractBaseUser | str | None) -> Drill:
+    """Rehearse the switch for a recorded drill and record what it measured (on a worker, or inline)."""
+    from agentops.runs.services import run_create
+
+    # One conditional UPDATE claims the drill: a duplicate or retried job finds it taken and leaves it alone.
+    claimed = Drill.objects.filter(pk=drill.pk, status=DrillStatus.RUNNING, details={}).update(details={"claimed_at": timezone.now().isoformat()})
+    if not claimed:
+        drill.refresh_from_db()
+        return drill
+    # Checked again: the switch or another drill may have started while this one waited for a worker.
+    problem = _refusal(exclude_pk=drill.pk)
+    if problem:
+        drill.status = DrillStatus.FAILED
+        drill.finished_at = timezone.now()
+        drill.details = {"error": f"refused when the worker took it: {problem}"}
+        drill.save(update_fields=["status", "finished_at", "details"])
+        audit_record(actor=actor, action="drill.failed", target=drill, detail=problem)
+        return drill
+    synthetic_runs = drill.synthetic_runs
+    agent = drill_agent()
     runs = [run_create(agent=agent, input=f"kill-switch drill {drill.pk}", actor=actor, enqueue=False) for _ in range(synthetic_runs)]
     run_ids = [r.pk for r in runs]
     threads = [threading.Thread(target=_work, args=(pk,), daemon=True) for pk in run_ids]

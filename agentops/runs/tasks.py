@@ -41,6 +41,16 @@ def execute_run(run_id: int) -> str:
     return "database-unavailable"
 
 
+def execute_drill(drill_id: int) -> str:
+    from agentops.guardrails.drills import drill_execute
+    from agentops.guardrails.models import Drill
+
+    drill = Drill.objects.select_related("started_by").filter(pk=drill_id).first()
+    if drill is None:
+        return "no-such-drill"
+    return drill_execute(drill, actor=drill.started_by or "system").status
+
+
 def reap() -> dict[str, int]:
     """Every reaper period (and at worker start): give a job to runs without a live one (queued runs
     whose job was lost, runs of dead workers), expire approvals, remove sandboxes of finished runs,

@@ -56,7 +56,7 @@ import uuid
 from collections.abc import Callable
 from typing import BinaryIO
 
-from . import fileops
+from . import fileops, programs
 from .base import (
     LABEL_RUN,
     LABEL_SANDBOX,
@@ -81,17 +81,6 @@ DEFAULT_IMAGE = "agentops-sandbox:1"
 USER = "1000:1000"
 STATE_DIR = "/tmp/.agentops"
 
-# PID 1: reap orphans (os.wait) forever; a kill(-1) from uid 1000 spares PID 1 of the namespace.
-INIT = (
-    "import os,time,signal\n"
-    "signal.signal(signal.SIGTERM, lambda *a: os._exit(0))\n"
-    "while True:\n"
-    "    try:\n"
-    "        os.wait()\n"
-    "    except ChildProcessError:\n"
-    "        time.sleep(0.2)\n"
-)
-
 # Every command: record the in-container pid (session leader: docker exec starts a new session), make the
 # command the OOM killer's first choice rather than the init, then become the command.
 WRAP = (
@@ -99,65 +88,10 @@ WRAP = (
     'echo 1000 > /proc/self/oom_score_adj 2>/dev/null; exec "$@"'
 )
 
-# Kill helper: "all" -> everything but PID 1 (and mark the kill, for cancelled=True elsewhere);
-# "<token>" -> the session of that command and all its descendants, repeated until none is left.
-KILL = r"""
-import os, sys, signal, time
-me = os.getpid()
-mode = sys.argv[1]
-def procs():
-    out = {}
-    for p in os.listdir('/proc'):
-        if not p.isdigit():
-            continue
-        pid = int(p)
-        if pid in (1, me):
-            continue
-        try:
-            with open('/proc/%d/stat' % pid, 'rb') as f:
-                st = f.read()
-            rest = st[st.rindex(b')') + 2:].split()
-            out[pid] = (int(rest[1]), int(rest[3]))
-        except Exception:
-            pass
-    return out
-if mode == 'all':
-    os.makedirs('STATE', exist_ok=True)
-    with open('STATE/cancelled', 'w') as f:
-        f.write(repr(time.time()))
-    for _ in range(50):
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            break
-        if not procs():
-            break
-        time.sleep(0.01)
-    sys.exit(0)
-try:
-    with open('STATE/%s.pid' % mode) as f:
-        sid = int(f.read().strip())
-except Exception:
-    sys.exit(0)
-for _ in range(100):
-    ps = procs()
-    doomed = {p for p, (pp, s) in ps.items() if s == sid or p == sid}
-    grew = True
-    while grew:
-        grew = False
-        for p, (pp, s) in ps.items():
-            if pp in doomed and p not in doomed:
-                doomed.add(p)
-                grew = True
-    if not doomed:
-        break
-    for p in doomed:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except OSError:
-            pass
-    time.sleep(0.005)
-""".replace("STATE", STATE_DIR)
+# The in-container programs (agentops/sandbox/programs/*.py), shipped as `python3 -c` source.
+INIT = programs.source("init")
+KILL = programs.source("killer")
+SERVER = programs.source("command_server")
 
 _clients: dict[str, object] = {}
 _clients_lock = threading.Lock()
@@ -291,107 +225,16 @@ def exec_capture(
 
 _OUT, _EXIT, _SPAWN_ERROR, _LOST = 1, 2, 3, 0
 
-# In the container, as the sandbox user. Reads JSON lines on stdin ({"op": "run", "id", "argv"} /
-# {"op": "kill", "id"}), writes frames on stdout: >IBI (id, kind, length) + payload. Each command runs in its
-# own session (kill = that session + all descendants, repeated until none is left); when the command's main
-# process has exited, output still held open by a background process is read for 0.2 s more, not waited for.
-# stdin closing (the worker went away) kills every command and ends the server.
-SERVER = r"""
-import json, os, select, signal, struct, subprocess, sys, threading, time
-out = sys.stdout.buffer
-lock = threading.Lock()
-procs = {}
-def send(i, kind, payload=b''):
-    with lock:
-        out.write(struct.pack('>IBI', i, kind, len(payload)) + payload)
-        out.flush()
-def table():
-    me, res = os.getpid(), {}
-    for p in os.listdir('/proc'):
-        if p.isdigit() and int(p) not in (1, me):
-            try:
-                with open('/proc/%s/stat' % p, 'rb') as f:
-                    st = f.read()
-                rest = st[st.rindex(b')') + 2:].split()
-                res[int(p)] = (int(rest[1]), int(rest[3]))
-            except Exception:
-                pass
-    return res
-def kill_tree(sid):
-    for _ in range(100):
-        ps = table()
-        doomed = {p for p, (pp, s) in ps.items() if s == sid or p == sid}
-        grew = True
-        while grew:
-            grew = False
-            for p, (pp, s) in ps.items():
-                if pp in doomed and p not in doomed:
-                    doomed.add(p)
-                    grew = True
-        if not doomed:
-            return
-        for p in doomed:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.005)
-def oom():
-    try:
-        with open('/proc/self/oom_score_adj', 'w') as f:
-            f.write('1000')
-    except OSError:
-        pass
-def run(i, argv):
-    try:
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             cwd='WORKDIR', start_new_session=True, preexec_fn=oom)
-    except Exception as e:
-        send(i, 3, str(e).encode())
-        return
-    procs[i] = p
-    fd = p.stdout.fileno()
-    exited = None
-    while True:
-        r, _, _ = select.select([fd], [], [], 0.05)
-        if r:
-            b = os.read(fd, 65536)
-            if not b:
-                break
-            send(i, 1, b)
-        elif p.poll() is not None:
-            if exited is None:
-                exited = time.monotonic()
-            elif time.monotonic() - exited > 0.2:
-                break
-    rc = p.wait()
-    p.stdout.close()
-    procs.pop(i, None)
-    send(i, 2, str(128 - rc if rc < 0 else rc).encode())
-for line in sys.stdin:
-    try:
-        msg = json.loads(line)
-    except ValueError:
-        continue
-    if msg.get('op') == 'run':
-        try:
-            threading.Thread(target=run, args=(msg['id'], msg['argv']), daemon=True).start()
-        except Exception as e:
-            send(msg['id'], 3, str(e).encode())
-    elif msg.get('op') == 'kill':
-        p = procs.get(msg['id'])
-        if p is not None:
-            threading.Thread(target=kill_tree, args=(p.pid,), daemon=True).start()
-for p in list(procs.values()):
-    kill_tree(p.pid)
-""".replace("WORKDIR", WORKDIR)
+# The command server (programs/command_server.py) speaks in frames of these kinds.
 
 
 class _CommandServer:
     def __init__(self, container_id: str) -> None:
         api = get_client().api
         try:
-            ex = api.exec_create(container_id, ["python3", "-u", "-c", SERVER], stdin=True, stdout=True, stderr=True, tty=False, user=USER, workdir=WORKDIR)
+            ex = api.exec_create(
+                container_id, ["python3", "-u", "-c", SERVER, WORKDIR], stdin=True, stdout=True, stderr=True, tty=False, user=USER, workdir=WORKDIR
+            )
             self._sock = api.exec_start(ex["Id"], socket=True)
         except Exception as e:
             raise SandboxError(f"cannot start the command server: {e}") from e
@@ -776,7 +619,7 @@ class DockerSandbox(Sandbox):
 
     def _kill_token(self, token: str) -> None:
         try:
-            exec_capture(self.container_id, ["python3", "-c", KILL, token], timeout=10)  # type: ignore[arg-type]
+            exec_capture(self.container_id, ["python3", "-c", KILL, token, STATE_DIR], timeout=10)  # type: ignore[arg-type]
         except SandboxError:
             pass  # the caller escalates when the command does not end
 
@@ -889,7 +732,7 @@ def kill_container(container_id: str) -> bool:
     When even the kill helper cannot start (pids limit exhausted by a fork bomb, engine trouble), the
     container itself is killed: the sandbox is lost, but nothing keeps running (fail closed)."""
     try:
-        rc, _, _ = exec_capture(container_id, ["python3", "-c", KILL, "all"], timeout=10)
+        rc, _, _ = exec_capture(container_id, ["python3", "-c", KILL, "all", STATE_DIR], timeout=10)
         if rc == 0:
             return True
     except SandboxError:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.urls import reverse
 from helpers_dashboard import agent_form as _agent_form
@@ -476,14 +478,15 @@ def test_an_admin_starts_a_drill_through_the_domain_function(team, monkeypatch):
 
     calls = []
 
-    def fake_drill_run(*, actor, synthetic_runs=5):
+    def fake_drill_start(*, actor, synthetic_runs=5):
         calls.append((actor, synthetic_runs))
-        return Drill.objects.create(started_by=actor, status="passed", synthetic_runs=synthetic_runs, time_to_halt_ms=120)
+        return Drill.objects.create(started_by=actor, synthetic_runs=synthetic_runs)
 
-    monkeypatch.setattr(drills, "drill_run", fake_drill_run)
+    monkeypatch.setattr(drills, "drill_start", fake_drill_start)
     response = client_for(team.owner).post("/drills/start/", {"synthetic_runs": "3"}, follow=True)
     assert calls == [(team.owner, 3)]
-    assert "halted in 120 ms" in response.content.decode()
+    page = response.content.decode()
+    assert "started on a worker" in page and 'hx-trigger="every 2s"' in page
 
 
 def test_an_approver_cannot_start_a_drill(team):
@@ -491,12 +494,38 @@ def test_an_approver_cannot_start_a_drill(team):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_admin_runs_a_real_drill_from_the_dashboard_and_it_is_recorded(team):
+def test_a_drill_started_from_the_dashboard_returns_at_once_and_the_worker_task_records_its_result(team, monkeypatch):
+    from agentops.runs import tasks
+
+    queued = []
+    monkeypatch.setattr("django_q.tasks.async_task", lambda name, *args, **kw: queued.append((name, args)))
+    started = time.monotonic()
     response = csrf_post(team.owner, "/drills/start/", {"synthetic_runs": "2"}, page="/drills/")
+    elapsed = time.monotonic() - started
     assert response.status_code == 302
+    assert elapsed < 1.0, f"the drill view held the request for {elapsed:.1f} s"
     drill = Drill.objects.get()
+    assert drill.status == "running" and not ControlState.objects.filter(engaged=True).exists(), "the switch is engaged by the worker, not the request"
+    assert queued == [("agentops.runs.tasks.execute_drill", (drill.pk,))]
+    polled = client_for(team.owner).get("/drills/?part=history", HTTP_HX_REQUEST="true")
+    assert 'hx-trigger="every 2s"' in polled.content.decode()
+
+    assert tasks.execute_drill(drill.pk) == "passed"
+    drill.refresh_from_db()
     assert drill.status == "passed" and drill.synthetic_runs == 2 and drill.actions_after_engage == 0
     assert not ControlState.objects.get(pk=1).engaged
+    assert tasks.execute_drill(drill.pk) == "passed", "a duplicate job must not run the drill again"
+    assert Run.objects.filter(agent__slug="kill-switch-drill").count() == 2
+    done = client_for(team.owner).get("/drills/?part=history", HTTP_HX_REQUEST="true").content.decode()
+    assert "hx-trigger" not in done and "passed" in done
+
+
+def test_a_second_drill_is_refused_while_one_is_running(team, monkeypatch):
+    monkeypatch.setattr("django_q.tasks.async_task", lambda *a, **kw: None)
+    client_for(team.owner).post("/drills/start/", {"synthetic_runs": "1"})
+    response = client_for(team.owner).post("/drills/start/", {"synthetic_runs": "1"}, follow=True)
+    assert "another drill is running" in response.content.decode()
+    assert Drill.objects.count() == 1
 
 
 # --- tokens ----------------------------------------------------------------------------------

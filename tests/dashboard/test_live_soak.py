@@ -57,6 +57,8 @@ def own_database(tmp_path):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# The suite-wide per-test timeout is for hangs; a soak lasts as long as it was asked to, plus set-up.
+@pytest.mark.timeout(SOAK_S + 300)
 def test_a_run_page_stays_live_for_minutes_under_redis_with_no_disconnect_and_no_missed_step(require_real, own_database, tmp_path):
     _need_browser()
     _redis_or_skip(require_real)

@@ -208,3 +208,25 @@ def test_a_drill_halts_every_synthetic_run_and_is_recorded():
     assert drill.time_to_halt_ms is not None and drill.time_to_halt_ms <= 1000
     assert drill.actions_after_engage == 0
     assert ControlState.objects.get(pk=1).engaged is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_drill_command_queues_for_a_worker_and_runs_inline_with_wait(monkeypatch, capsys):
+    from django.core.management import call_command
+
+    from agentops.guardrails.models import Drill
+
+    queued = []
+    monkeypatch.setattr("django_q.tasks.async_task", lambda name, *args, **kw: queued.append((name, args)))
+    call_command("agentops", "drill", "--runs", "1")
+    first = Drill.objects.get()
+    assert first.status == "running" and queued == [("agentops.runs.tasks.execute_drill", (first.pk,))]
+    assert "queued for a worker" in capsys.readouterr().out
+    first.status = "failed"
+    first.save(update_fields=["status"])
+
+    call_command("agentops", "drill", "--runs", "1", "--wait")
+    second = Drill.objects.exclude(pk=first.pk).get()
+    assert second.status == "passed", second.details
+    assert f"drill {second.pk}: passed" in capsys.readouterr().out
+    assert len(queued) == 1, "--wait runs the drill here, without a job"

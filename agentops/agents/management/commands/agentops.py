@@ -2,7 +2,7 @@
 
 apply FILE / export: agents as code.  run AGENT --input … [--wait]: start a run.  trace RUN: a run's
 steps as JSON lines.  kill --reason / release --reason: the kill switch.  reap: one reaper pass.
-approve / reject APPROVAL: decide from the host shell.  drill: rehearse the kill switch.
+approve / reject APPROVAL: decide from the host shell.  drill [--wait]: rehearse the kill switch.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Command(BaseCommand):
         p.add_argument("run", type=int)
         p = sub.add_parser("drill", help="rehearse the kill switch on synthetic runs and record the result")
         p.add_argument("--runs", type=int, default=5)
+        p.add_argument("--wait", action="store_true", help="run it here and wait for the result (default: a worker runs it)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         getattr(self, "cmd_" + options["command"])(**options)
@@ -131,26 +132,23 @@ class Command(BaseCommand):
 
     def cmd_trace(self, *, run: int, format: str, **_: Any) -> None:
         from agentops.runs.models import Run, Step
-        from agentops.runs.steps import step_full_text
+        from agentops.runs.serializers import step_to_dict
 
         if not Run.objects.filter(pk=run).exists():
             raise CommandError(f"no run {run}")
         for step in Step.objects.filter(run_id=run).order_by("seq").iterator(chunk_size=500):
-            payload = dict(step.payload)
-            for name in list(payload):
-                if name.endswith("_truncated"):
-                    field = name[: -len("_truncated")]
-                    payload[field] = step_full_text(step, field)
-                    del payload[name]
+            shown = step_to_dict(step, full_text=True)
+            payload = shown["payload"]
+            # The export's own key names (older than the API's), kept for scripts that read them.
             row = {
-                "seq": step.seq,
-                "kind": step.kind,
-                "at": step.created_at.isoformat(),
-                "model": step.model_id or None,
-                "input_tokens": step.input_tokens,
-                "output_tokens": step.output_tokens,
-                "cost_usd": str(step.cost_usd),
-                "latency_ms": step.latency_ms,
+                "seq": shown["seq"],
+                "kind": shown["kind"],
+                "at": shown["created_at"],
+                "model": shown["model_id"] or None,
+                "input_tokens": shown["input_tokens"],
+                "output_tokens": shown["output_tokens"],
+                "cost_usd": shown["cost_usd"],
+                "latency_ms": shown["latency_ms"],
                 "payload": payload,
             }
             if format == "jsonl":
@@ -206,10 +204,17 @@ class Command(BaseCommand):
 
         self.stdout.write(execute_run(run))
 
-    def cmd_drill(self, *, runs: int, **_: Any) -> None:
-        from agentops.guardrails.drills import drill_run
+    def cmd_drill(self, *, runs: int, wait: bool = False, **_: Any) -> None:
+        from agentops.guardrails.drills import DrillRefused, drill_run, drill_start
 
-        drill = drill_run(actor=_actor(), synthetic_runs=runs)
+        try:
+            if not wait:
+                queued = drill_start(actor=_actor(), synthetic_runs=runs)
+                self.stdout.write(f"drill {queued.pk}: queued for a worker; see the Drills page or run with --wait")
+                return
+            drill = drill_run(actor=_actor(), synthetic_runs=runs)
+        except DrillRefused as exc:
+            raise CommandError(f"drill refused: {exc}") from None
         self.stdout.write(f"drill {drill.pk}: {drill.status}; time to halt {drill.time_to_halt_ms} ms; actions after engage {drill.actions_after_engage}")
         if drill.status != "passed":
             sys.exit(1)

@@ -1,0 +1,67 @@
+"""Model spend: a call's worst case is reserved before it is sent and settled with its step.
+
+The reservation is what lets the cost cap hold for a call whose price is known only afterwards:
+``max_tokens`` is lowered until the call cannot pass the run's cost cap, and the estimate is held
+on the run row (and charged to the day) while the call is in flight. A worker that takes over a run
+whose reservation was never settled charges it as spent (the call may have been answered and billed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from agentops.guardrails.base import StopRun
+from agentops.llm.base import count_tokens_estimate
+from agentops.llm.prices import UnknownModelPrice, cost_of
+from agentops.runs.models import RunOutcome, RunStatus
+
+
+@dataclass
+class Reservation:
+    """The worst case of one model call, held on the run row (and the day) while it is in flight."""
+
+    max_tokens: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal = Decimal("0")
+    daily: bool = False  # the day was charged the estimate
+
+    def release(self) -> dict[str, Any]:
+        """Counter moves that clear the run's reservation (applied with the step that settles it)."""
+        if not (self.cost_usd or self.input_tokens or self.output_tokens):
+            return {}
+        return {"reserved_cost_usd": -self.cost_usd, "reserved_input_tokens": -self.input_tokens, "reserved_output_tokens": -self.output_tokens}
+
+
+def price_call(
+    *, model: str, messages: list[dict[str, Any]], system: str, tools: list[dict[str, Any]], max_tokens: int, cap_usd: Decimal, spent_usd: Decimal
+) -> Reservation:
+    """The worst case of the next call, with ``max_tokens`` lowered so that it cannot pass ``cap_usd``.
+    Raises StopRun when the model has no known price (fail closed) or not one token is affordable."""
+    input_tokens = count_tokens_estimate(messages, system) + len(json.dumps(tools)) // 4
+    try:
+        input_cost = cost_of(model, input_tokens, 0)
+        per_million_out = cost_of(model, 0, 1_000_000)
+    except UnknownModelPrice:
+        raise StopRun(
+            RunStatus.FAILED, f"unknown_price: no price known for model {model}: refusing to spend", guard="price", outcome=RunOutcome.ERROR
+        ) from None
+    left = cap_usd - spent_usd - input_cost
+    affordable = int(left * 1_000_000 / per_million_out) if per_million_out > 0 else max_tokens
+    if affordable < 1:
+        raise StopRun(
+            RunStatus.BUDGET_EXCEEDED,
+            f"cost_usd cap reached: the next model call could pass {cap_usd}",
+            guard="budget",
+            payload={"measure": "cost_usd", "value": str(spent_usd), "cap": str(cap_usd)},
+        )
+    reserved = min(max_tokens, affordable)
+    return Reservation(max_tokens=reserved, input_tokens=input_tokens, output_tokens=reserved, cost_usd=cost_of(model, input_tokens, reserved))
+
+
+def daily_delta(reservation: Reservation, actual: Decimal) -> Decimal:
+    """What the day still has to be charged (or refunded) once the call's true cost is known."""
+    return actual - reservation.cost_usd if reservation.daily else actual

@@ -1,0 +1,103 @@
+"""The planner as the controller uses it: which one a run gets, and a model call it can give up.
+
+A real model call can take minutes (retries, an endpoint's retry-after). It runs in a helper thread
+while the calling thread keeps watching the stop conditions, so the kill switch, a person's Stop or
+the wall-clock cap give the call up within one poll instead of waiting for the API. The helper never
+touches the database: its retry callbacks are answered on the calling thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from agentops.agents.models import Agent
+from agentops.guardrails.base import StopRun
+from agentops.llm import get_planner
+from agentops.runs.models import Run, RunStatus
+
+
+class CallAbandoned(Exception):
+    """The call was given up because a stop condition held; its answer, if any, is never read."""
+
+
+def make_planner(run: Run, agent: Agent, *, sleep: Callable[[float], None]) -> Any:
+    """The run's planner: the Anthropic API (its backoff sleeps through ``sleep``), or a script."""
+    if run.planner_kind == "anthropic":
+        return get_planner(
+            "anthropic",
+            api_key=settings.ANTHROPIC_API_KEY,
+            base_url=settings.ANTHROPIC_BASE_URL,
+            timeout_s=settings.ANTHROPIC_TIMEOUT_S,
+            max_retries=settings.ANTHROPIC_MAX_RETRIES,
+            backoff_base_s=settings.ANTHROPIC_BACKOFF_S,
+            sleep=sleep,
+        )
+    script = agent.config.get("script")
+    if not script:
+        raise StopRun(RunStatus.FAILED, "scripted planner without a script (config.script)")
+    if isinstance(script, list):  # turns inline in the agent's config
+        return get_planner("scripted", script=script)
+    path = Path(script)
+    if not path.is_absolute():
+        path = Path(settings.BASE_DIR) / path
+    return get_planner("scripted", script=path)
+
+
+def call_watched(
+    next_turn: Callable[..., Any],
+    kw: dict[str, Any],
+    *,
+    on_retry: Callable[[Any], bool],
+    should_stop: Callable[[], bool],
+    abandon: threading.Event,
+    poll_s: float,
+    name: str,
+) -> Any:
+    """``next_turn(**kw, on_retry=...)`` in a helper thread. ``on_retry`` and ``should_stop`` run
+    on this thread; when ``should_stop`` says so, ``abandon`` is set and CallAbandoned raised."""
+    requests_q: queue.Queue[tuple[Any, queue.Queue[bool]] | None] = queue.Queue()
+    box: dict[str, Any] = {}
+
+    def helper_on_retry(info: Any) -> bool:
+        if abandon.is_set():
+            return False
+        reply: queue.Queue[bool] = queue.Queue(maxsize=1)
+        requests_q.put((info, reply))
+        while not abandon.is_set():
+            try:
+                return reply.get(timeout=poll_s)
+            except queue.Empty:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            box["turn"] = next_turn(**kw, on_retry=helper_on_retry)
+        except BaseException as exc:  # handed to the calling thread as it is
+            box["error"] = exc
+        finally:
+            requests_q.put(None)
+
+    helper = threading.Thread(target=work, daemon=True, name=name)
+    helper.start()
+    while True:
+        try:
+            item = requests_q.get(timeout=poll_s)
+        except queue.Empty:
+            if should_stop():
+                abandon.set()
+                raise CallAbandoned() from None
+            continue
+        if item is None:
+            break
+        info, reply = item
+        reply.put(on_retry(info))
+    if "error" in box:
+        raise box["error"]
+    return box["turn"]
