@@ -199,6 +199,19 @@ class OutputBuffer:
         dropped = self.total - len(self.head) - len(tail)
         return bytes(self.head).decode("utf-8", errors="replace") + f"\n[truncated {dropped} bytes]\n" + tail.decode("utf-8", errors="replace")
 
+    def result(self, *, exit_code: int | None, timed_out: bool, cancelled: bool, started: float, backend: str, quota_exceeded: bool = False) -> ExecResult:
+        """The ExecResult of the command whose output this buffer collected (started: its time.monotonic())."""
+        return ExecResult(
+            exit_code=exit_code,
+            output=self.text(),
+            truncated=self.truncated,
+            timed_out=timed_out,
+            cancelled=cancelled,
+            duration_s=time.monotonic() - started,
+            backend=backend,
+            quota_exceeded=quota_exceeded,
+        )
+
 
 # --------------------------------------------------------------------------------------------------
 # the interface

@@ -535,16 +535,7 @@ class BwrapSandbox(Sandbox):
         if quota_exceeded:
             exit_code = None
             out.feed(f"\n[sandbox: {over} exceeded its disk quota; the command was killed]\n".encode())
-        return ExecResult(
-            exit_code=exit_code,
-            output=out.text(),
-            truncated=out.truncated,
-            timed_out=timed_out,
-            cancelled=cancelled,
-            duration_s=time.monotonic() - started,
-            backend=BACKEND,
-            quota_exceeded=quota_exceeded,
-        )
+        return out.result(exit_code=exit_code, timed_out=timed_out, cancelled=cancelled, started=started, backend=BACKEND, quota_exceeded=quota_exceeded)
 
     def _quotas(self) -> list[tuple[str, str, int]]:
         tmp = self.limits.tmp_quota_mb * 1024 * 1024

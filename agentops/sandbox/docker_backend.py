@@ -533,15 +533,7 @@ class DockerSandbox(Sandbox):
                 cancelled, exit_code = True, None
             elif lost:
                 exit_code = 137  # everything was killed from inside the sandbox (e.g. `kill -9 -1`)
-        return ExecResult(
-            exit_code=exit_code,
-            output=out.text(),
-            truncated=out.truncated,
-            timed_out=timed_out,
-            cancelled=cancelled,
-            duration_s=time.monotonic() - started,
-            backend=BACKEND,
-        )
+        return out.result(exit_code=exit_code, timed_out=timed_out, cancelled=cancelled, started=started, backend=BACKEND)
 
     def _exec_runc(self, argv: list[str], timeout: float, out: OutputBuffer, cancel_check: Callable[[], bool] | None) -> ExecResult:
         token = uuid.uuid4().hex
@@ -607,15 +599,7 @@ class DockerSandbox(Sandbox):
             cancelled, exit_code = True, None
         elif exit_code == 137 and self._cancelled_since(started_wall):
             cancelled, exit_code = True, None
-        return ExecResult(
-            exit_code=exit_code,
-            output=out.text(),
-            truncated=out.truncated,
-            timed_out=timed_out,
-            cancelled=cancelled,
-            duration_s=time.monotonic() - started,
-            backend=BACKEND,
-        )
+        return out.result(exit_code=exit_code, timed_out=timed_out, cancelled=cancelled, started=started, backend=BACKEND)
 
     def _kill_token(self, token: str) -> None:
         try:
