@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentops.redaction import contains_secret
+
 
 class ForgeError(Exception):
     """The forge refused or failed; the message is safe to show to the model."""
@@ -67,6 +69,9 @@ _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 
 def check_branch_name(branch: str) -> str:
     """A plain branch name: no refspec syntax (`+`, `:`), no `..`, no `refs/` prefix, no lock files."""
+    if isinstance(branch, str) and contains_secret(branch):
+        # A branch name is published with the change: it goes through the same detector as its text.
+        raise ForgeError("the branch name contains a secret")
     if not isinstance(branch, str) or not _BRANCH.match(branch):
         raise ForgeError(f"invalid branch name {branch!r}")
     if ".." in branch or "//" in branch or branch.endswith(("/", ".lock", ".")) or branch.startswith("refs/"):

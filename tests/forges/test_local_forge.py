@@ -89,6 +89,15 @@ def test_it_never_pushes_to_the_default_or_a_protected_branch(repo):
     assert {b: rev(repo, b) for b in ("main", "release")} == before
 
 
+def test_it_never_publishes_a_branch_whose_name_carries_a_secret(repo):
+    forge = LocalForge()
+    key = "AKIA" + "QYLPMN5HFIQR7XKT"  # an access-key shape, built here so the repo holds none
+    with pytest.raises(ForgeError, match="contains a secret"):
+        forge.push_branch("shop", f"agent/{key}", change(app__pool_py="SIZE = 99\n"))
+    refs = subprocess.run(["git", "-C", repo, "for-each-ref", "--format=%(refname)"], capture_output=True, text=True, check=True).stdout
+    assert key not in refs
+
+
 def test_it_refuses_paths_outside_the_work_tree(repo):
     forge = LocalForge()
     for path in ("../evil", "/etc/passwd", ".git/hooks/pre-commit", "a/../../b"):
