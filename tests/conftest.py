@@ -71,3 +71,23 @@ def start_run() -> Callable[..., Any]:
 
 def step_kinds(run: Any) -> list[str]:
     return list(run.steps.order_by("seq").values_list("kind", flat=True))
+
+
+@pytest.fixture(params=["bubblewrap", "docker"])
+def sandbox_backend(request: Any, settings: Any, require_real: Callable[[str, str], None]) -> Any:
+    """Each real sandbox backend in turn, with a sandbox root of its own, for tests of the
+    isolation itself (in CI a missing backend fails; locally it is skipped, saying why)."""
+    import shutil
+    import tempfile
+
+    from agentops.sandbox import available_backends
+
+    reason = available_backends()[request.param]
+    if reason:
+        require_real(request.param, reason)
+    settings.AGENTOPS_SANDBOX_BACKEND = request.param
+    root = tempfile.mkdtemp(prefix=f"agentops-{request.node.module.__name__.rsplit('.', 1)[-1]}-")
+    os.chmod(root, 0o711)
+    settings.AGENTOPS_SANDBOX_ROOT = root
+    yield request.param
+    shutil.rmtree(root, ignore_errors=True)

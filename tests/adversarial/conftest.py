@@ -187,22 +187,6 @@ def bubblewrap(settings, require_real) -> Iterable[str]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(params=["bubblewrap", "docker"])
-def sandbox_backend(request, settings, require_real) -> Iterable[str]:
-    """Each real backend in turn, for attacks on the isolation itself."""
-    from agentops.sandbox import available_backends
-
-    reason = available_backends()[request.param]
-    if reason:
-        require_real(request.param, reason)
-    settings.AGENTOPS_SANDBOX_BACKEND = request.param
-    root = tempfile.mkdtemp(prefix="agentops-adversarial-")
-    os.chmod(root, 0o711)
-    settings.AGENTOPS_SANDBOX_ROOT = root
-    yield request.param
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture
 def host_canary(tmp_path) -> Path:
     """A host file outside every sandbox, readable and writable by anyone: if a sandboxed command or a
