@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal, InvalidOperation
+from typing import Any, overload
 
+import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+@overload
+def env_str(name: str, default: str, *, required: bool = False) -> str: ...
+@overload
+def env_str(name: str, default: None = None, *, required: bool = False) -> str | None: ...
 def env_str(name: str, default: str | None = None, *, required: bool = False) -> str | None:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -74,14 +80,12 @@ def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
     return value
 
 
-def database_config(url: str | None, *, default_sqlite_path: str) -> dict:
+def database_config(url: str | None, *, default_sqlite_path: str) -> dict[str, Any]:
     """Turn DATABASE_URL into Django's DATABASES['default'].
 
     Only the engines we test on are accepted: an unknown scheme is a configuration error, not a
     fallback to SQLite.
     """
-    import dj_database_url
-
     if not url:
         return {
             "ENGINE": "django.db.backends.sqlite3",
@@ -97,7 +101,7 @@ def database_config(url: str | None, *, default_sqlite_path: str) -> dict:
     if scheme not in {"postgres", "postgresql", "pgsql", "sqlite"}:
         raise ImproperlyConfigured(f"DATABASE_URL scheme {scheme!r} is not supported (use postgres:// or sqlite://)")
     try:
-        config = dj_database_url.parse(url, conn_max_age=0)
+        config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=0))
     except Exception as exc:  # dj_database_url raises ValueError/KeyError on garbage
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid URL: {exc}") from None
     if config["ENGINE"].endswith("sqlite3"):

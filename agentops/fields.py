@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.db import models
 
 from agentops.redaction import Redacted, redact, redact_text
@@ -69,8 +70,6 @@ def scrub_stored_secrets(models_to_scrub: list[type[models.Model]] | None = None
 
     Returns the number of rows changed. Usable from a data migration (RunPython) with the
     migration's historical models, or by hand after adding a value to AGENTOPS_SECRET_VALUES."""
-    from django.apps import apps
-
     changed = 0
     for model in models_to_scrub or apps.get_models():
         fields = redacted_fields(model)

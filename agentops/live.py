@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ _lock = threading.Lock()
 
 
 def broadcast(group: str, message: dict[str, Any]) -> None:
-    from channels.layers import InMemoryChannelLayer, get_channel_layer
-
     layer = get_channel_layer()
     if layer is None:
         return
@@ -59,8 +58,6 @@ def _ensure_sender() -> None:
 
 
 def _send_forever() -> None:
-    from channels.layers import get_channel_layer
-
     loop = asyncio.new_event_loop()
     layer = get_channel_layer()
     while True:

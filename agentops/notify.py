@@ -18,7 +18,9 @@ from agentops.redaction import redact_text
 log = logging.getLogger(__name__)
 
 
-def notify(*, event: str, subject: str, text: str, path: str) -> None:
+def notify(*, event: str, subject: str, text: str, path: str, webhook: bool = True) -> None:
+    """`webhook=False`: not to the Slack incoming webhook (a decision is posted by the Slack app instead,
+    with its buttons, when one is configured)."""
     # The text often quotes a model's words or a tool's output: it leaves the building, so it is
     # redacted here, once, for every channel.
     subject = redact_text(subject).replace("\n", " ").replace("\r", " ")
@@ -30,7 +32,7 @@ def notify(*, event: str, subject: str, text: str, path: str) -> None:
             send_mail(f"[agentops] {subject}", body, settings.DEFAULT_FROM_EMAIL, settings.AGENTOPS_NOTIFY_EMAILS)
         except Exception:
             log.warning("email notification %s failed", event, exc_info=True)
-    if settings.AGENTOPS_SLACK_WEBHOOK_URL:
+    if webhook and settings.AGENTOPS_SLACK_WEBHOOK_URL:
         payload = json.dumps({"text": f"*{subject}*\n{text}\n<{link}|Open in agentops>"}).encode()
         request = urllib.request.Request(settings.AGENTOPS_SLACK_WEBHOOK_URL, data=payload, headers={"Content-Type": "application/json"})
         try:

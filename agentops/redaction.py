@@ -30,7 +30,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 from urllib.parse import quote, quote_plus, unquote_plus
 
@@ -57,7 +57,9 @@ from detect_secrets.plugins.square_oauth import SquareOAuthDetector
 from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
+from django.apps import apps
 from django.conf import settings
+from django.db import connection, transaction
 
 REDACTED = "[REDACTED]"
 
@@ -402,9 +404,6 @@ class _StoredSecrets:
 
     @staticmethod
     def _read() -> tuple[str, ...]:
-        from django.apps import apps
-        from django.db import connection, transaction
-
         if not apps.ready:
             return ()
         rows = apps.get_model("triggers", "ErrorProject").objects.values_list("webhook_secret", flat=True)[:10_000]
@@ -529,8 +528,8 @@ def _shape_spans(scan: _Text) -> list[tuple[int, int]]:
         if not unguarded and len(text) <= _SHORT_TEXT and not _SHORT_LITERALS.search(text):
             return []
     candidates = set(unguarded)
-    for literal, lowered, indexes in by_literal:
-        if literal in (scan.lowered if lowered else text):
+    for literal, in_lowered, indexes in by_literal:
+        if literal in (scan.lowered if in_lowered else text):
             candidates.update(indexes)
     spans = []
     for index in sorted(candidates):
@@ -540,6 +539,7 @@ def _shape_spans(scan: _Text) -> list[tuple[int, int]]:
             continue
         if run and not scan.has_run(run):
             continue
+        matches: Iterator[re.Match[str]]
         if run >= _LONG_RUN and len(text) > _SHORT_TEXT:
             # One-line shapes built around a long run: only the lines that hold one are searched.
             matches = (match for start, end in scan.run_windows(run) for match in pattern.finditer(text, start, end))
@@ -833,5 +833,5 @@ def install_log_redaction() -> None:
         _filter.filter(record)
         return record
 
-    redacting_factory._agentops_redacting = True  # type: ignore[attr-defined]
+    redacting_factory._agentops_redacting = True  # type: ignore[attr-defined]  # a marker on the function (read back by getattr above)
     logging.setLogRecordFactory(redacting_factory)

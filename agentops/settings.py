@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -58,6 +60,7 @@ INSTALLED_APPS = [
     "agentops.audit",
     "agentops.triggers",
     "agentops.forges",
+    "agentops.mcp",
     "dashboard",
 ]
 
@@ -257,6 +260,14 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "agentops@localhost")
 AGENTOPS_NOTIFY_EMAILS = env_list("AGENTOPS_NOTIFY_EMAILS", [])
 AGENTOPS_SLACK_WEBHOOK_URL = env_str("AGENTOPS_SLACK_WEBHOOK_URL")
+# Deciding approvals from Slack (agentops.approvals.slack): a bot token posts each approval with
+# Approve / Reject buttons to the channel; clicks come back to /integrations/slack/interactions,
+# signed with the app's signing secret. Unset token or channel: nothing is posted; unset secret:
+# the endpoint refuses every request.
+AGENTOPS_SLACK_BOT_TOKEN = env_str("AGENTOPS_SLACK_BOT_TOKEN")
+AGENTOPS_SLACK_SIGNING_SECRET = env_str("AGENTOPS_SLACK_SIGNING_SECRET")
+AGENTOPS_SLACK_CHANNEL = env_str("AGENTOPS_SLACK_CHANNEL")
+AGENTOPS_SLACK_API_URL = env_str("AGENTOPS_SLACK_API_URL", "https://slack.com/api/")
 
 # --- the engine --------------------------------------------------------------------------
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
@@ -286,8 +297,6 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 
 
 def _url_password(url: str | None) -> str | None:
-    from urllib.parse import urlsplit
-
     try:
         return urlsplit(url).password if url else None
     except ValueError:
@@ -307,7 +316,11 @@ AGENTOPS_SECRET_VALUES = [
         _url_password(REDIS_URL),
         EMAIL_HOST_PASSWORD,
         AGENTOPS_SLACK_WEBHOOK_URL,
+        AGENTOPS_SLACK_BOT_TOKEN,
+        AGENTOPS_SLACK_SIGNING_SECRET,
         *env_list("AGENTOPS_EXTRA_SECRETS", []),
+        # What MCP servers may reference as ${AGENTOPS_SECRET_...} (agentops.mcp.references).
+        *(value for name, value in os.environ.items() if name.startswith("AGENTOPS_SECRET_")),
     )
     if v
 ]

@@ -8,5 +8,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Error ingest (Sentry-compatible /api/<project>/envelope/ and /store/, signed webhooks).
     path("", include("agentops.triggers.urls")),
+    path("", include("agentops.approvals.urls")),  # Slack interactions (signed by Slack)
     path("", include("dashboard.urls")),
 ]

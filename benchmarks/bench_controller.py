@@ -17,6 +17,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,7 +49,7 @@ def setup() -> None:
     call_command("migrate", verbosity=0)
 
 
-def make_agent(slug: str, script: list[dict], tool: str, **policy: object):  # type: ignore[no-untyped-def]
+def make_agent(slug: str, script: list[dict[str, Any]], tool: str, **policy: object) -> Any:
     from agentops.agents.models import Agent, Policy, ToolGrant
     from agentops.llm.prices import DEFAULT_MODEL
 
@@ -101,7 +102,7 @@ def kill_switch(n: int = 20) -> dict[str, float]:
     from agentops.runs.models import FINAL_STATUSES, Run, Step, StepKind
     from agentops.runs.services import run_create
 
-    script = [{"text": "slow", "tool_calls": [{"name": "wait", "arguments": {"seconds": 60}}]}, {"text": "done"}]
+    script: list[dict[str, Any]] = [{"text": "slow", "tool_calls": [{"name": "wait", "arguments": {"seconds": 60}}]}, {"text": "done"}]
     agent = make_agent(f"kill-bench-{time.monotonic_ns()}", script, "wait")
     run_ids = [run_create(agent=agent, input="x", enqueue=False).pk for _ in range(n)]
     connections.close_all()

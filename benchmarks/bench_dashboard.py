@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[index]
 
 
-def setup_database(url: str | None) -> tuple[str, callable]:
+def setup_database(url: str | None) -> tuple[str, Callable[[], None]]:
     if url and url.startswith(("postgres://", "postgresql://")):
         import psycopg
 
@@ -136,7 +137,7 @@ def run_benchmarks(args: argparse.Namespace) -> None:
     user.groups.add(groups["viewer"])
     agent = Agent.objects.create(name="Bench", slug="bench", objective="x", model="bench")
     Policy.objects.create(agent=agent)
-    layer = settings.CHANNEL_LAYERS["default"]["BACKEND"]
+    layer = str(settings.CHANNEL_LAYERS["default"]["BACKEND"])
     db = connection.vendor
 
     print(f"database: {db}; channel layer: {layer}")

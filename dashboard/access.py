@@ -8,9 +8,10 @@ from functools import wraps
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django_htmx.middleware import HtmxDetails
 
 ROLE_GROUPS = ("viewer", "approver", "admin")
 
@@ -32,26 +33,39 @@ REVIEW_PULL_REQUEST = DECIDE
 # An error project's DSN is a credential: only whoever may change the project sees it.
 SEE_ERROR_PROJECT_DSN = "triggers.change_errorproject"
 
+AnyUser = User | AnonymousUser
+_MEMBER_CACHE = "_agentops_member"
 
-def is_member(user: AbstractBaseUser | AnonymousUser) -> bool:
+
+class AuthedRequest(HttpRequest):
+    """The request a view behind member_required receives: its user is signed in (a User, never
+    AnonymousUser), and HtmxMiddleware has said whether htmx sent it. For annotations only; Django
+    builds the request."""
+
+    user: User
+    htmx: HtmxDetails
+
+
+def is_member(user: AnyUser) -> bool:
     """A viewer at least: signed in, active, and in a role group (or staff)."""
     if not user.is_authenticated or not user.is_active:
         return False
     if user.is_staff or user.is_superuser:
         return True
-    cached = getattr(user, "_agentops_member", None)
+    # Cached on the user object for the rest of the request, as Django caches its permissions.
+    cached: bool | None = getattr(user, _MEMBER_CACHE, None)
     if cached is None:
         cached = user.groups.filter(name__in=ROLE_GROUPS).exists()
-        user._agentops_member = cached
+        setattr(user, _MEMBER_CACHE, cached)
     return cached
 
 
-def require_perm(user: AbstractBaseUser, perm: str) -> None:
+def require_perm(user: AnyUser, perm: str) -> None:
     if not allowed(user, perm):
         raise PermissionDenied(f"this needs the permission {perm}")
 
 
-def allowed(user: AbstractBaseUser | AnonymousUser, perm: str) -> bool:
+def allowed(user: AnyUser, perm: str) -> bool:
     return is_member(user) and user.has_perm(perm)
 
 
@@ -67,7 +81,7 @@ def member_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
     return login_required(wrapper)
 
 
-def roles_of(user: AbstractBaseUser | AnonymousUser) -> dict[str, bool]:
+def roles_of(user: AnyUser) -> dict[str, bool]:
     """For templates: which buttons to offer (the views check again)."""
     member = is_member(user)
     return {

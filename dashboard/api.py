@@ -7,21 +7,26 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
+from django.contrib.auth.models import User
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 
+from agentops.agents.models import Agent
 from agentops.agents.spec import hygiene_errors
-from agentops.approvals.models import Approval, ApprovalStatus
+from agentops.approvals import services as approval_services
+from agentops.approvals.models import Approval, ApprovalStatus, DecisionKind
 from agentops.approvals.serializers import approval_to_dict
+from agentops.guardrails import killswitch
+from agentops.runs import services as run_services
 from agentops.runs.models import Run, RunStatus
 from agentops.runs.serializers import run_to_dict, step_to_dict
 from dashboard import access, selectors, timeline
-from dashboard.models import TokenScope
+from dashboard.models import ApiToken, TokenScope
 from dashboard.openapi import SCHEMA
 from dashboard.services import TokenRefused, api_token_authenticate
 
@@ -39,6 +44,14 @@ class ApiError(Exception):
 
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class ApiRequest(HttpRequest):
+    """The request an api_view receives: its user is the token's (never AnonymousUser) and the
+    token itself rides along. For annotations only; api_view sets both attributes."""
+
+    user: User
+    api_token: ApiToken
 
 
 def api_view(*methods: str, write_scope: str = TokenScope.ADMIN) -> Callable[[Callable[..., JsonResponse]], Callable[..., JsonResponse]]:
@@ -72,10 +85,12 @@ def api_view(*methods: str, write_scope: str = TokenScope.ADMIN) -> Callable[[Ca
                 return response
             if not access.is_member(user):
                 return _error(403, "this token's user has no role")
-            request.user = user
-            request.api_token = token
+            # From here on the request is an ApiRequest: these two lines are what make it one.
+            api_request = cast(ApiRequest, request)
+            api_request.user = user
+            api_request.api_token = token
             try:
-                return view(request, *args, **kwargs)
+                return view(api_request, *args, **kwargs)
             except ApiError as exc:
                 return _error(exc.status, str(exc))
             except access.PermissionDenied as exc:
@@ -89,7 +104,8 @@ def api_view(*methods: str, write_scope: str = TokenScope.ADMIN) -> Callable[[Ca
 def _body(request: HttpRequest, path: str) -> dict[str, Any]:
     """The JSON body, checked against this endpoint's request schema in the OpenAPI description:
     the document clients read is the one the server enforces."""
-    request_body = SCHEMA["paths"][path][request.method.lower()].get("requestBody", {})
+    # api_view let only this endpoint's methods through, so there is a method.
+    request_body = SCHEMA["paths"][path][(request.method or "").lower()].get("requestBody", {})
     if not request.body:
         if request_body.get("required"):
             raise ApiError(400, "a JSON body is required")
@@ -141,7 +157,7 @@ def openapi(request: HttpRequest) -> JsonResponse:
 
 
 @api_view("GET", "POST", write_scope=TokenScope.OPERATE)
-def runs(request: HttpRequest) -> JsonResponse:
+def runs(request: ApiRequest) -> JsonResponse:
     if request.method == "POST":
         return _run_start(request)
     status = request.GET.get("status")
@@ -153,10 +169,7 @@ def runs(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"runs": [run_json(r) for r in items], "next_before_id": items[-1].pk if len(items) == limit else None})
 
 
-def _run_start(request: HttpRequest) -> JsonResponse:
-    from agentops.agents.models import Agent
-    from agentops.runs.services import RunRefused, run_start_by_person
-
+def _run_start(request: ApiRequest) -> JsonResponse:
     access.require_perm(request.user, access.START_RUN)
     data = _body(request, "/runs/")
     agent = Agent.objects.filter(slug=data["agent"]).first()
@@ -166,8 +179,8 @@ def _run_start(request: HttpRequest) -> JsonResponse:
     if not text:
         raise ApiError(400, "input is required: what the run should do")
     try:
-        created = run_start_by_person(agent=agent, input=text, actor=request.user)
-    except RunRefused as exc:
+        created = run_services.run_start_by_person(agent=agent, input=text, actor=request.user)
+    except run_services.RunRefused as exc:
         raise ApiError(409, f"run refused: {exc}") from None
     except DatabaseError:
         # The run's transaction rolled back: say so, rather than a 500 that leaves the caller guessing.
@@ -181,12 +194,12 @@ def _run_start(request: HttpRequest) -> JsonResponse:
 
 
 @api_view("GET")
-def run(request: HttpRequest, run_id: int) -> JsonResponse:
+def run(request: ApiRequest, run_id: int) -> JsonResponse:
     return JsonResponse(run_json(get_object_or_404(selectors.runs_with_agent(), pk=run_id)))
 
 
 @api_view("GET")
-def run_steps(request: HttpRequest, run_id: int) -> JsonResponse:
+def run_steps(request: ApiRequest, run_id: int) -> JsonResponse:
     get_object_or_404(Run.objects.only("pk"), pk=run_id)
     after = _int_param(request, "after", 0)
     limit = _int_param(request, "limit", 200, maximum=MAX_LIMIT) or 200
@@ -195,42 +208,53 @@ def run_steps(request: HttpRequest, run_id: int) -> JsonResponse:
 
 
 @api_view("POST", write_scope=TokenScope.OPERATE)
-def run_cancel(request: HttpRequest, run_id: int) -> JsonResponse:
-    from agentops.runs.services import run_cancel as cancel
-
+def run_cancel(request: ApiRequest, run_id: int) -> JsonResponse:
     access.require_perm(request.user, access.DECIDE)
     target = get_object_or_404(selectors.runs_with_agent(), pk=run_id)
     data = _body(request, "/runs/{run_id}/cancel/")
     if target.is_active:
-        cancel(run=target, actor=request.user, reason=str(data.get("reason", "")))
+        run_services.run_cancel(run=target, actor=request.user, reason=str(data.get("reason", "")))
         target.refresh_from_db()
     return JsonResponse(run_json(target))
 
 
 @api_view("GET")
 def approvals(request: HttpRequest) -> JsonResponse:
+    """The decisions of every kind (pending by default, soonest expiry first); `kind` narrows them."""
     status = request.GET.get("status", ApprovalStatus.PENDING)
     if status not in ApprovalStatus.values:
         raise ApiError(400, f"status must be one of {', '.join(ApprovalStatus.values)}")
+    kind = request.GET.get("kind") or None
+    if kind is not None and kind not in DecisionKind.values:
+        raise ApiError(400, f"kind must be one of {', '.join(DecisionKind.values)}")
     limit = _int_param(request, "limit", 100, maximum=MAX_LIMIT) or 100
-    items = selectors.approvals_with_status(status, limit=limit)
+    items = selectors.approvals_with_status(status, limit=limit, kind=kind)
     return JsonResponse({"approvals": [approval_json(a) for a in items]})
 
 
 @api_view("POST", write_scope=TokenScope.OPERATE)
-def approval_decide(request: HttpRequest, approval_id: int) -> JsonResponse:
-    from agentops.approvals import services
-
+def approval_decide(request: access.AuthedRequest, approval_id: int) -> JsonResponse:
+    """Decide any kind: `approve`, `comment`, and `edited_arguments` (an approval) or `answer`
+    (a question's answer, a budget extension's amount, continue/stop)."""
+    services = approval_services
     access.require_perm(request.user, access.DECIDE)
-    approval = get_object_or_404(Approval, pk=approval_id)
+    approval = get_object_or_404(Approval.objects.select_related("run", "agent"), pk=approval_id)
     data = _body(request, "/approvals/{approval_id}/decide/")
     if not isinstance(data.get("approve"), bool):
         raise ApiError(400, '"approve" must be true or false')
+    edited = data.get("edited_arguments")
+    if edited is not None and not isinstance(edited, dict):
+        raise ApiError(400, '"edited_arguments" must be a JSON object')
+    answer = data.get("answer")
+    if answer is not None and not isinstance(answer, str):
+        raise ApiError(400, '"answer" must be a string')
     try:
-        decided = services.approval_decide(approval=approval, actor=request.user, approve=data["approve"], comment=str(data.get("comment") or ""))
+        decided = services.approval_decide(
+            approval=approval, actor=request.user, approve=data["approve"], comment=str(data.get("comment") or ""), edited_arguments=edited, answer=answer
+        )
     except services.NotAllowed as exc:
         raise ApiError(403, str(exc)) from None
-    except services.CommentRequired as exc:
+    except (services.CommentRequired, services.InvalidDecision) as exc:
         raise ApiError(400, str(exc)) from None
     except services.AlreadyDecided as exc:
         raise ApiError(409, str(exc)) from None
@@ -250,9 +274,7 @@ def _kill_switch_json(state: Any) -> dict[str, Any]:
 
 
 @api_view("GET", "POST", write_scope=TokenScope.ADMIN)
-def kill_switch(request: HttpRequest) -> JsonResponse:
-    from agentops.guardrails import killswitch
-
+def kill_switch(request: ApiRequest) -> JsonResponse:
     if request.method == "GET":
         return JsonResponse(_kill_switch_json(killswitch.control_state()))
     access.require_perm(request.user, access.KILL_SWITCH)

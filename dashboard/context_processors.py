@@ -4,13 +4,12 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from agentops.guardrails.models import ControlState
 from dashboard.access import roles_of
 
 
 def control_room(request: HttpRequest) -> dict[str, Any]:
     """The kill-switch state for the banner and the button on every page, and the viewer's role."""
-    from agentops.guardrails.models import ControlState
-
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}

@@ -8,8 +8,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import pygments
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import TextLexer, get_lexer_for_filename
+from pygments.util import ClassNotFound
 
 MAX_LINES = 5000  # lines of diff rendered; the rest is counted
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$")
@@ -141,9 +145,6 @@ def _strip_prefix(name: str) -> str:
 
 @lru_cache(maxsize=256)
 def _lexer(path: str) -> Any:
-    from pygments.lexers import TextLexer, get_lexer_for_filename
-    from pygments.util import ClassNotFound
-
     try:
         return get_lexer_for_filename(path, stripnl=False, ensurenl=False)
     except ClassNotFound:
@@ -153,15 +154,12 @@ def _lexer(path: str) -> Any:
 def _highlight(path: str, code: list[str]) -> list[SafeString]:
     """Highlight a side's lines together (so a multi-line string stays coloured), then split them
     back into lines. Pygments escapes the text itself."""
-    from pygments import highlight
-    from pygments.formatters import HtmlFormatter
-
     if not code:
         return []
     lexer = _lexer(path)
     if lexer.name == "Text only":
         return [mark_safe(escape(line)) for line in code]  # noqa: S308 - escaped
-    html = highlight("\n".join(code) + "\n", lexer, HtmlFormatter(nowrap=True, classprefix="hl-"))
+    html = pygments.highlight("\n".join(code) + "\n", lexer, HtmlFormatter(nowrap=True, classprefix="hl-"))
     out = html.split("\n")
     if len(out) < len(code):  # defensive: never lose a line to a lexer's quirk
         return [mark_safe(escape(line)) for line in code]  # noqa: S308 - escaped
@@ -292,6 +290,4 @@ def highlight_lines(path: str, lines: list[str]) -> list[SafeString]:
 
 
 def pygments_css() -> str:
-    from pygments.formatters import HtmlFormatter
-
     return HtmlFormatter(classprefix="hl-", style="default").get_style_defs(".code")

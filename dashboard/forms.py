@@ -1,14 +1,23 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from decimal import Decimal, InvalidOperation
+from typing import Any, cast
 
+from croniter import croniter
 from django import forms
+from django.contrib.auth.models import Group, User
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
-from agentops.agents.models import Agent, ApprovalOverride, Policy, Trigger, TriggerKind
+from agentops.agents.models import EXTENDABLE_CAPS, Agent, ApprovalOverride, OnExpiry, Policy, Trigger, TriggerKind
 from agentops.agents.services import AGENT_FIELDS, POLICY_FIELDS, grant_scope_errors
 from agentops.agents.spec import grant_approval_error, hygiene_errors
 from agentops.runs.models import RunStatus
+from agentops.tools.registry import all_tools, get_tool
+from dashboard.models import TokenScope
+from dashboard.readable import property_kind, scope_key_meta, scope_properties
+from dashboard.services import token_scopes_for
 
 
 def _reject_constant(name: str) -> Any:
@@ -78,7 +87,7 @@ class AgentForm(forms.ModelForm):
         current = self.instance.trust_phase if self.instance and self.instance.pk else None
         self.fields["trust_phase"].widget.attrs["data-current-phase"] = current or ""
         # Kept as typed: stripping would drop the final new line of every objective on each save.
-        self.fields["objective"].strip = False
+        cast(forms.CharField, self.fields["objective"]).strip = False  # a TextField's form field
 
     def clean_objective(self) -> str:
         posted = normalise_newlines(self.cleaned_data.get("objective") or "")
@@ -96,7 +105,8 @@ class AgentForm(forms.ModelForm):
         return phase is not None and current is not None and int(phase) > int(current)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         data["trust_reason"] = (data.get("trust_reason") or "").strip()
         if self.raises_trust():
             if not data["trust_reason"]:
@@ -107,8 +117,6 @@ class AgentForm(forms.ModelForm):
 
 
 def _money_text(value: Any) -> str:
-    from decimal import Decimal, InvalidOperation
-
     try:
         amount = Decimal(str(value))
     except (InvalidOperation, ValueError):
@@ -125,6 +133,12 @@ def _money_text(value: Any) -> str:
 
 class PolicyForm(forms.ModelForm):
     daily_action_caps = JSONTextField(required=False, help_text='e.g. {"irreversible": 5, "tool:open_pull_request": 3}')
+    extendable_caps = forms.MultipleChoiceField(
+        choices=[(cap, cap.replace("_", " ")) for cap in EXTENDABLE_CAPS],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="a run that reaches one of these per-run caps waits for a person to extend it instead of ending (daily caps never)",
+    )
 
     class Meta:
         model = Policy
@@ -147,6 +161,11 @@ class PolicyForm(forms.ModelForm):
         "rate_limit_per_minute": ("Tool calls a minute", "count"),
         "approval_timeout_s": ("Approval expires after (seconds)", "seconds"),
         "daily_action_caps": ("Actions a day", ""),
+        "extendable_caps": ("Caps a person may extend", ""),
+        "max_extensions_per_run": ("Extensions per run", "count"),
+        "loop_escalation": ("When a loop is detected", ""),
+        "self_approval_allowed": ("Whoever started a run may decide its decisions", ""),
+        "grant_change_cooldown_h": ("After changing this agent, may not decide its runs for (hours)", "count"),
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -180,7 +199,8 @@ class PolicyForm(forms.ModelForm):
         return [field for field in self if field.name not in paired]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         for alarm, cap in self._PAIRS:
             if data.get(alarm) is not None and data.get(cap) is not None and data[alarm] >= data[cap]:
                 self.add_error(alarm, "an alarm must sit below its cap")
@@ -225,9 +245,6 @@ class ScopeWidget(forms.Widget):
 
     def _keys(self) -> list[tuple[str, dict[str, Any], list[str]]]:
         """(key, property schema, tools using it) for the keys this form shows."""
-        from agentops.tools.registry import all_tools
-        from dashboard.readable import scope_properties
-
         names = [self.tool] if self.tool else sorted(all_tools())
         keys: dict[str, tuple[dict[str, Any], list[str]]] = {}
         for name in names:
@@ -237,8 +254,6 @@ class ScopeWidget(forms.Widget):
         return [(key, prop, tools) for key, (prop, tools) in keys.items()]
 
     def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
-        from dashboard.readable import property_kind, scope_properties
-
         present = data.getlist(f"{name}.present") if hasattr(data, "getlist") else []
         if not present:
             return data.get(name)  # a raw JSON object, or nothing
@@ -281,11 +296,6 @@ class ScopeWidget(forms.Widget):
         return scope
 
     def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None) -> Any:
-        from django.utils.html import format_html, format_html_join
-        from django.utils.safestring import mark_safe
-
-        from dashboard.readable import property_kind, scope_key_meta
-
         scope = value if isinstance(value, dict) else {}
         if isinstance(value, str) and value.strip():
             try:
@@ -372,8 +382,6 @@ class ScopeField(forms.Field):
 
 
 def _tool_choices() -> list[tuple[str, str]]:
-    from agentops.tools.registry import all_tools
-
     return [(name, f"{name} ({tool.risk_class})") for name, tool in sorted(all_tools().items())]
 
 
@@ -381,19 +389,27 @@ class GrantForm(forms.Form):
     tool = forms.ChoiceField(choices=())
     scope = ScopeField(required=False)
     approval = forms.ChoiceField(choices=ApprovalOverride.choices, initial=ApprovalOverride.DEFAULT)
+    approver_group = forms.ChoiceField(choices=(), required=False, label="Who decides", help_text="the group whose members decide this tool's approvals")
+    on_timeout = forms.ChoiceField(choices=OnExpiry.choices, required=False, initial=OnExpiry.HALT, label="If nobody decides in time")
 
     def __init__(self, *args: Any, tool: str | None = None, **kwargs: Any) -> None:
         """`tool`: the tool of an existing grant, whose scope keys the form shows (a new grant's
         form shows every tool's keys and lets app.js narrow them to the selected tool)."""
         super().__init__(*args, **kwargs)
-        self.fields["tool"].choices = _tool_choices()
+        cast(forms.ChoiceField, self.fields["tool"]).choices = _tool_choices()  # declared above
+        groups = [(name, f"members of {name}") for name in Group.objects.order_by("name").values_list("name", flat=True)]
+        cast(forms.ChoiceField, self.fields["approver_group"]).choices = [("", "anyone with the approver role"), *groups]
         self.fields["scope"].widget.tool = tool
         self.fields["scope"].widget.attrs["data-grant-tool"] = tool or ""
 
-    def clean(self) -> dict[str, Any]:
-        from agentops.tools.registry import get_tool
+    def clean_on_timeout(self) -> str:
+        # Not posted (an older page): the fail-closed default.
+        return self.cleaned_data.get("on_timeout") or OnExpiry.HALT
 
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        data.setdefault("approver_group", "")
         tool = data.get("tool")
         scope = data.get("scope")
         before = self.initial.get("scope")
@@ -420,15 +436,11 @@ class TriggerForm(forms.ModelForm):
         fields = ["name", "kind", "rules", "enabled"]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("kind") == TriggerKind.SCHEDULE:
             cron = (data.get("rules") or {}).get("cron")
-            try:
-                from croniter import croniter
-
-                valid = bool(cron) and croniter.is_valid(cron)
-            except ImportError:  # pragma: no cover - croniter is a dependency
-                valid = bool(cron)
+            valid = bool(cron) and croniter.is_valid(cron)
             if not valid:
                 self.add_error("rules", 'a schedule needs a valid "cron" expression')
         return data
@@ -451,14 +463,29 @@ class ReasonForm(forms.Form):
 
 
 class DecisionForm(forms.Form):
+    """Any kind of decision: approve/reject, with edited arguments (an approval) or an answer (a
+    question, a budget extension's amount, continue/stop). What each kind needs is judged by
+    `approval_decide`, the one rule (a rejection's comment, a valid edit, an answer)."""
+
     decision = forms.ChoiceField(choices=[("approve", "approve"), ("reject", "reject")])
     comment = forms.CharField(required=False, max_length=4000, widget=forms.Textarea(attrs={"rows": 2}))
+    edited_arguments = forms.CharField(required=False, max_length=100_000, strip=False)
+    answer = forms.CharField(required=False, max_length=4000)
 
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        if data.get("decision") == "reject" and not (data.get("comment") or "").strip():
-            self.add_error("comment", "a comment is required to reject")
-        return data
+    def clean_edited_arguments(self) -> dict[str, Any] | None:
+        text = (self.cleaned_data.get("edited_arguments") or "").strip()
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise forms.ValidationError(f"the edited arguments are not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError("the edited arguments must be a JSON object, like the original")
+        problems = hygiene_errors(value)
+        if problems:
+            raise forms.ValidationError("; ".join(problems[:3]))
+        return value
 
 
 TOKEN_EXPIRY_CHOICES = [(7, "7 days"), (30, "30 days"), (90, "90 days"), (180, "180 days"), (365, "1 year")]
@@ -469,12 +496,9 @@ class TokenForm(forms.Form):
     scope = forms.ChoiceField(choices=[], help_text="read: GET only · operate: start/stop runs, approve/reject · admin: also configuration and the kill switch")
     expires_in_days = forms.TypedChoiceField(label="Expires after", choices=TOKEN_EXPIRY_CHOICES, coerce=int, initial=90)
 
-    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
-        from dashboard.models import TokenScope
-        from dashboard.services import token_scopes_for
-
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Only the scopes this person's role can use are offered (and the service checks again).
         allowed = set(token_scopes_for(user))
-        self.fields["scope"].choices = [(value, value) for value in TokenScope.values if value in allowed]
+        cast(forms.ChoiceField, self.fields["scope"]).choices = [(value, value) for value in TokenScope.values if value in allowed]
         self.fields["scope"].initial = TokenScope.READ

@@ -16,7 +16,11 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.utils import timezone
+
+from agentops.guardrails.models import Drill, DrillStatus
+from agentops.tools.registry import get_tool
 
 PRODUCTION = "Production-grade"
 BETA = "Beta-ready"
@@ -30,22 +34,16 @@ _CAP_FIELDS = ("max_tokens", "max_cost_usd", "max_tool_calls", "max_iterations",
 
 
 def last_passed_drill_at() -> datetime | None:
-    from agentops.guardrails.models import Drill, DrillStatus
-
     return Drill.objects.filter(status=DrillStatus.PASSED).order_by("-started_at").values_list("started_at", flat=True).first()
 
 
 def _risk_class(tool_name: str) -> str:
-    from agentops.tools.registry import get_tool
-
     tool = get_tool(tool_name)
     # An unknown tool is treated as the most dangerous kind: fail closed.
     return tool.risk_class if tool is not None else "irreversible"
 
 
 def _scope_problems(tool_name: str, scope: Any) -> list[str]:
-    from agentops.tools.registry import get_tool
-
     tool = get_tool(tool_name)
     if tool is None:
         return ["unknown tool"]
@@ -94,8 +92,6 @@ def maturity_tier(
 
 
 def _has_policy(agent: Any) -> bool:
-    from django.core.exceptions import ObjectDoesNotExist
-
     try:
         agent.policy
     except ObjectDoesNotExist:

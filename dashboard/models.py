@@ -14,7 +14,8 @@ class TokenScope(models.TextChoices):
 
 
 # Each scope includes the ones before it.
-SCOPE_RANK = {TokenScope.READ: 0, TokenScope.OPERATE: 1, TokenScope.ADMIN: 2}
+# Keyed by the stored value (a plain str); TokenScope members are those same strings.
+SCOPE_RANK: dict[str, int] = {TokenScope.READ: 0, TokenScope.OPERATE: 1, TokenScope.ADMIN: 2}
 
 
 class ApiToken(models.Model):

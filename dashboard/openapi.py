@@ -31,6 +31,9 @@ def _id(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
 
 
+_DECISION_KINDS = ["approval", "budget_extension", "question", "loop_escalation", "config_change"]
+
+
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
@@ -129,9 +132,10 @@ SCHEMA: dict[str, Any] = {
         },
         "/approvals/": {
             "get": {
-                "summary": "List approvals (pending by default, soonest expiry first)",
+                "summary": "List decisions of every kind (pending by default, soonest expiry first)",
                 "parameters": [
                     _query("status", {"type": "string", "enum": ["pending", "approved", "rejected", "expired"], "default": "pending"}, "status"),
+                    _query("kind", {"type": "string", "enum": _DECISION_KINDS}, "only decisions of this kind"),
                     _query("limit", {"type": "integer", "minimum": 0, "maximum": 500, "default": 100}, "page size"),
                 ],
                 "responses": {"200": _json({"type": "object", "properties": {"approvals": {"type": "array", "items": _ref("Approval")}}}), **_ERRORS},
@@ -139,7 +143,7 @@ SCHEMA: dict[str, Any] = {
         },
         "/approvals/{approval_id}/decide/": {
             "post": {
-                "summary": "Approve or reject (approver); exactly one decision wins",
+                "summary": "Decide (approver): approve or reject, with edited arguments (an approval) or an answer; exactly one decision wins",
                 "parameters": [_id("approval_id")],
                 "requestBody": {
                     "required": True,
@@ -149,10 +153,23 @@ SCHEMA: dict[str, Any] = {
                                 "type": "object",
                                 "required": ["approve"],
                                 "additionalProperties": False,
-                                "properties": {"approve": {"type": "boolean"}, "comment": _TEXT | {"maxLength": 4000, "description": "required to reject"}},
-                                # A rejection says why: the comment goes back to the model.
-                                "if": {"properties": {"approve": {"const": False}}},
-                                "then": {"required": ["comment"], "properties": {"comment": _TEXT_WITH_CONTENT}},
+                                "properties": {
+                                    "approve": {"type": "boolean"},
+                                    "comment": _TEXT
+                                    | {
+                                        "maxLength": 4000,
+                                        "description": "required to reject an approval, a question or a configuration change (it goes back to whoever asked)",
+                                    },
+                                    "edited_arguments": {
+                                        "type": "object",
+                                        "description": "approval only: the arguments to run instead of the model's, checked as a model's call is",
+                                    },
+                                    "answer": _TEXT
+                                    | {
+                                        "maxLength": 4000,
+                                        "description": "question: the answer (one of its options if it has any); budget_extension: the amount (default: the one proposed); loop_escalation: continue or stop",
+                                    },
+                                },
                             }
                         }
                     },
@@ -228,11 +245,25 @@ SCHEMA: dict[str, Any] = {
             },
             "Approval": {
                 "type": "object",
+                "description": "A decision: what exactly is asked, why, the evidence, who may decide and when it expires.",
                 "properties": {
                     "id": {"type": "integer"},
-                    "run_id": {"type": "integer"},
+                    "kind": {"type": "string", "enum": _DECISION_KINDS},
+                    "run_id": {"type": ["integer", "null"]},
+                    "agent_id": {"type": ["integer", "null"]},
+                    "agent": {"type": ["string", "null"]},
+                    "asked": {"type": "string"},
                     "tool": {"type": "string"},
                     "arguments": {"type": "object"},
+                    "edited_arguments": {"type": ["object", "null"]},
+                    "request": {"type": "object"},
+                    "evidence": {"type": "object"},
+                    "answer": {"type": "string"},
+                    "options": {"type": "array", "items": {"type": "string"}},
+                    "approver_group": {"type": "string"},
+                    "who_may_decide": {"type": "string"},
+                    "on_expiry": {"type": "string", "enum": ["halt", "continue"]},
+                    "requested_by": {"type": ["string", "null"]},
                     "risk_class": {"type": "string", "enum": ["read", "write", "irreversible"]},
                     "reason": {"type": "string"},
                     "why_needed": {"type": "string"},

@@ -4,9 +4,15 @@ them out."""
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from cron_descriptor import Options, get_description
+
+from agentops.tools.registry import get_tool
+from dashboard.templatetags.dashboard_tags import duration
 
 # What each scope key of the tools' scope schemas means, in the words of the page. A key not listed
 # here is still shown (by its name), so a new tool never hides part of its scope.
@@ -33,8 +39,6 @@ def scope_key_meta(key: str) -> dict[str, str]:
 
 def scope_properties(tool_name: str) -> tuple[dict[str, Any], set[str]]:
     """(properties, required keys) of a tool's scope schema; empty for an unknown tool."""
-    from agentops.tools.registry import get_tool
-
     tool = get_tool(tool_name)
     schema = tool.scope_schema if tool else {}
     return dict(schema.get("properties") or {}), set(schema.get("required") or [])
@@ -91,8 +95,6 @@ LEVEL_WORDS = {"debug": "debug", "info": "info", "warning": "warning", "error": 
 
 
 def _duration(seconds: Any) -> str:
-    from dashboard.templatetags.dashboard_tags import duration
-
     return duration(seconds)
 
 
@@ -102,8 +104,6 @@ def cron_sentence(cron: Any) -> str:
     if not isinstance(cron, str) or not cron.strip():
         return "no schedule"
     try:
-        from cron_descriptor import Options, get_description
-
         options = Options()
         options.use_24hour_time_format = True
         options.verbose = False
@@ -233,8 +233,6 @@ def field_changes(before: Any, after: Any) -> list[FieldChange]:
 
 def line_diff(before: str, after: str) -> list[tuple[str, str]]:
     """A long text's change as (css, line) pairs, css in add/del/ctx/hunk (one line of context)."""
-    import difflib
-
     names = {"+": "add", "-": "del", " ": "ctx"}
     lines = list(difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=1))[2:]
     out = []

@@ -29,9 +29,12 @@ def runs_page(*, status: str | None, agent_slug: str | None, before_id: int | No
     return list(qs[:limit])
 
 
-def approvals_with_status(status: str, *, limit: int) -> list[Approval]:
-    """Pending ones by deadline (soonest first); decided ones newest decision first."""
-    return list(Approval.objects.filter(status=status).order_by("expires_at" if status == "pending" else "-decided_at")[:limit])
+def approvals_with_status(status: str, *, limit: int, kind: str | None = None) -> list[Approval]:
+    """Decisions: pending ones by deadline (soonest first); decided ones newest decision first."""
+    items = Approval.objects.filter(status=status).select_related("run", "agent")
+    if kind is not None:
+        items = items.filter(kind=kind)
+    return list(items.order_by("expires_at" if status == "pending" else "-decided_at")[:limit])
 
 
 def run_exists(run_id: int) -> bool:

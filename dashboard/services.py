@@ -9,12 +9,13 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.utils import timezone
 
 from agentops.agents.models import Agent
 from agentops.audit.services import audit_record
 from agentops.guardrails import budgets as guardrail_budgets
+from dashboard import access
 from dashboard.models import ApiToken, TokenScope
 
 Actor = AbstractBaseUser | str | None
@@ -46,10 +47,8 @@ def _hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def token_scopes_for(user: AbstractBaseUser) -> list[str]:
+def token_scopes_for(user: User) -> list[str]:
     """The scopes a person may give a token: never more than their own role can use."""
-    from dashboard import access
-
     scopes = [TokenScope.READ.value]
     if access.allowed(user, access.DECIDE):
         scopes.append(TokenScope.OPERATE.value)
@@ -58,7 +57,7 @@ def token_scopes_for(user: AbstractBaseUser) -> list[str]:
     return scopes
 
 
-def api_token_create(*, user: AbstractBaseUser, name: str, scope: str, expires_in_days: int = DEFAULT_TOKEN_DAYS) -> tuple[ApiToken, str]:
+def api_token_create(*, user: User, name: str, scope: str, expires_in_days: int = DEFAULT_TOKEN_DAYS) -> tuple[ApiToken, str]:
     """Returns the token row and the raw token, which is shown once and never stored."""
     if scope not in TokenScope.values:
         raise ScopeNotAllowed(f"scope must be one of {', '.join(TokenScope.values)}")

@@ -10,7 +10,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from agentops.runs.models import Run, Step
+from django.core.exceptions import ObjectDoesNotExist
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+
+from agentops.guardrails.budgets import run_budget
+from agentops.runs.models import Run, Step, StepKind
 
 WINDOW = 100  # steps per page of the timeline
 MAX_CATCH_UP = 500  # steps a consumer sends per message
@@ -159,18 +164,18 @@ def _bar(label: str, value: float | Decimal, cap: float | Decimal | None, alarm:
 def budget_bars(run: Run, policy: Any) -> list[Bar]:
     if policy is None:
         return []
+    # The caps the controller enforces on this run: the policy's, plus extensions a person granted it.
+    b = run_budget(run, policy)
     return [
-        _bar("Tokens", run.total_tokens, policy.max_tokens, policy.alarm_tokens, "{:,}"),
-        _bar("Cost", run.cost_usd, policy.max_cost_usd, policy.alarm_cost_usd, "${:.4f}"),
-        _bar("Tool calls", run.tool_calls, policy.max_tool_calls, policy.alarm_tool_calls, "{:,}"),
-        _bar("Iterations", run.iterations, policy.max_iterations, policy.alarm_iterations, "{:,}"),
-        _bar("Time", round(run.active_seconds), policy.max_wall_clock_s, policy.alarm_wall_clock_s, "{:,} s"),
+        _bar("Tokens", run.total_tokens, b.max_tokens, b.alarm_tokens, "{:,}"),
+        _bar("Cost", run.cost_usd, b.max_cost_usd, b.alarm_cost_usd, "${:.4f}"),
+        _bar("Tool calls", run.tool_calls, b.max_tool_calls, b.alarm_tool_calls, "{:,}"),
+        _bar("Iterations", run.iterations, b.max_iterations, b.alarm_iterations, "{:,}"),
+        _bar("Time", round(run.active_seconds), b.max_wall_clock_s, b.alarm_wall_clock_s, "{:,} s"),
     ]
 
 
 def policy_of(agent: Any) -> Any:
-    from django.core.exceptions import ObjectDoesNotExist
-
     try:
         return agent.policy
     except ObjectDoesNotExist:
@@ -282,8 +287,9 @@ def test_failures(output: str, *, limit: int = 60) -> str:
 
 
 def _gate(payload: dict[str, Any]) -> dict[str, Any]:
-    evidence = payload.get("evidence") if isinstance(payload.get("evidence"), dict) else {}
-    flags = payload.get("flags") if isinstance(payload.get("flags"), list) else []
+    raw_evidence, raw_flags = payload.get("evidence"), payload.get("flags")
+    evidence: dict[Any, Any] = raw_evidence if isinstance(raw_evidence, dict) else {}
+    flags: list[Any] = raw_flags if isinstance(raw_flags, list) else []
     return {
         "name": str(payload.get("gate") or payload.get("name") or "?"),
         "passed": payload.get("passed") is True,
@@ -394,10 +400,6 @@ class TraceSummary:
 def trace_summary(run_id: int) -> TraceSummary:
     """Counts per kind and the first error, guardrail and failed gate of the whole run: one
     aggregate query over the run's (run, seq) index, however long the run."""
-    from django.db.models import Count, Min, Q
-
-    from agentops.runs.models import StepKind
-
     kinds = [k for k, _ in StepKind.choices]
     aggregates: dict[str, Any] = {f"n_{k}": Count("id", filter=Q(kind=k)) for k in kinds}
     aggregates["first_error"] = Min("seq", filter=Q(kind="error") | Q(kind="observation", payload__is_error=True))
@@ -413,8 +415,6 @@ def trace_summary(run_id: int) -> TraceSummary:
 def live_spans(run: Run, steps: list[Step]) -> list[Span]:
     """Each new step as its own span, for the live view (the browser nests it under its turn or
     its call): durations from the step before each, the waterfall on the run's axis so far."""
-    from django.utils import timezone
-
     if not steps:
         return []
     before = Step.objects.filter(run_id=run.pk, seq=steps[0].seq - 1).values_list("created_at", flat=True).first()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import api, views
+from dashboard import api, mcp_views, views
 
 app_name = "dashboard"
 urlpatterns = [
@@ -22,6 +22,13 @@ urlpatterns = [
     path("agents/<slug:slug>/grants/<int:grant_id>/delete/", views.grant_delete, name="grant_delete"),
     path("agents/<slug:slug>/triggers/new/", views.trigger_save, name="trigger_add"),
     path("agents/<slug:slug>/triggers/<int:trigger_id>/", views.trigger_save, name="trigger_save"),
+    path("agents/<slug:slug>/mcp/", mcp_views.servers, name="mcp_servers"),
+    path("agents/<slug:slug>/mcp/servers/new/", mcp_views.server_save, name="mcp_server_add"),
+    path("agents/<slug:slug>/mcp/servers/<int:server_id>/", mcp_views.server_save, name="mcp_server_save"),
+    path("agents/<slug:slug>/mcp/servers/<int:server_id>/delete/", mcp_views.server_delete, name="mcp_server_delete"),
+    path("agents/<slug:slug>/mcp/servers/<int:server_id>/discover/", mcp_views.server_discover, name="mcp_server_discover"),
+    path("agents/<slug:slug>/mcp/grants/", mcp_views.grant, name="mcp_grant"),
+    path("agents/<slug:slug>/mcp/grants/revoke/", mcp_views.grant_revoke, name="mcp_grant_revoke"),
     path("runs/", views.run_list, name="runs"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
     path("runs/<int:run_id>/steps/", views.run_steps, name="run_steps"),

@@ -5,46 +5,57 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import transaction
-from django.db.models import Count, Sum
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.forms import ModelChoiceField
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.agents import services as agent_services
-from agentops.agents.models import Agent, ToolGrant, Trigger
+from agentops.agents.models import Agent, Policy, ToolGrant, Trigger
+from agentops.approvals import serializers as decision_serializers
+from agentops.approvals import services as approval_services
 from agentops.approvals.models import Approval, ApprovalStatus
 from agentops.audit.models import AuditEvent
 from agentops.forges import local as forge
 from agentops.forges.base import ForgeError
 from agentops.forges.models import PullRequest, PullRequestStatus
+from agentops.guardrails import drills as guardrail_drills
+from agentops.guardrails import killswitch
 from agentops.guardrails.models import DailyUsage, Drill, DrillStatus
 from agentops.llm.prices import model_retirement
+from agentops.runs import services as run_services
 from agentops.runs.models import ACTIVE_STATUSES, Run, Step, StepKind
+from agentops.runs.steps import step_full_text
+from agentops.tools.registry import get_tool
+from agentops.triggers.ingest import group_snapshot, hourly_counts
 from agentops.triggers.models import (
     ErrorCount,
     ErrorGroup,
     ErrorProject,
     TriggerRefusal,
 )
-from dashboard import access, forms, services, timeline
-from dashboard.access import member_required, require_perm
+from agentops.triggers.rules import RetryRefused, cooldown_of, error_group_retry, group_state
+from dashboard import access, diffview, forms, services, timeline
+from dashboard.access import AuthedRequest, member_required, require_perm
 from dashboard.maturity import TIER_CSS, last_passed_drill_at, maturity_tier
+from dashboard.palette import PALETTE
+from dashboard.readable import action_caps, field_changes, rule_lines, scope_rows
 from dashboard.selectors import run_context
 
 
 def _safe_next(request: HttpRequest, default: str) -> str:
-    from django.utils.http import url_has_allowed_host_and_scheme
-
     target = request.POST.get("next") or request.GET.get("next") or ""
     if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
         return target
@@ -85,9 +96,7 @@ def _agents_with_tiers() -> list[dict[str, Any]]:
 
 
 def _drill_slug() -> str:
-    from agentops.guardrails.drills import DRILL_AGENT_SLUG
-
-    return DRILL_AGENT_SLUG
+    return guardrail_drills.DRILL_AGENT_SLUG
 
 
 def everyday_runs() -> Any:
@@ -102,14 +111,14 @@ def waiting_pull_requests() -> Any:
 
 @member_required
 @require_GET
-def overview(request: HttpRequest) -> HttpResponse:
+def overview(request: AuthedRequest) -> HttpResponse:
     now = timezone.now()
-    pending = list(Approval.objects.filter(status=ApprovalStatus.PENDING).select_related("run__agent").order_by("expires_at")[:50])
+    pending = list(Approval.objects.filter(status=ApprovalStatus.PENDING).select_related("run__agent", "agent").order_by("expires_at")[:50])
     waiting_prs = list(waiting_pull_requests().select_related("run__agent").order_by("created_at")[:20])
     context = {
         "active_runs": list(everyday_runs().filter(status__in=ACTIVE_STATUSES).select_related("agent")[:50]),
         "pending": pending,
-        "approval_rows": approval_rows(pending[:10]),
+        "approval_rows": approval_rows(pending[:10], request.user),
         "waiting_prs": waiting_prs,
         "waiting_total": len(pending) + len(waiting_prs),
         "agents": (agents := [row for row in _agents_with_tiers() if row["agent"].slug != _drill_slug()]),
@@ -126,20 +135,18 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @member_required
 @require_GET
-def killswitch_panel(request: HttpRequest) -> HttpResponse:
+def killswitch_panel(request: AuthedRequest) -> HttpResponse:
     """The banner and the button, re-fetched by every page when the switch changes."""
     return render(request, "dashboard/_killswitch.html")
 
 
 @member_required
 @require_POST
-def killswitch_engage(request: HttpRequest) -> HttpResponse:
-    from agentops.guardrails.killswitch import ReasonRequired, kill_switch_engage
-
+def killswitch_engage(request: AuthedRequest) -> HttpResponse:
     require_perm(request.user, access.KILL_SWITCH)
     try:
-        kill_switch_engage(actor=request.user, reason=request.POST.get("reason", ""))
-    except ReasonRequired as exc:
+        killswitch.kill_switch_engage(actor=request.user, reason=request.POST.get("reason", ""))
+    except killswitch.ReasonRequired as exc:
         messages.error(request, str(exc))
     else:
         messages.warning(request, "Kill switch engaged: every agent is stopping.")
@@ -148,13 +155,11 @@ def killswitch_engage(request: HttpRequest) -> HttpResponse:
 
 @member_required
 @require_POST
-def killswitch_release(request: HttpRequest) -> HttpResponse:
-    from agentops.guardrails.killswitch import ReasonRequired, kill_switch_release
-
+def killswitch_release(request: AuthedRequest) -> HttpResponse:
     require_perm(request.user, access.KILL_SWITCH)
     try:
-        kill_switch_release(actor=request.user, reason=request.POST.get("reason", ""))
-    except ReasonRequired as exc:
+        killswitch.kill_switch_release(actor=request.user, reason=request.POST.get("reason", ""))
+    except killswitch.ReasonRequired as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, "Kill switch released: agents may run again.")
@@ -163,7 +168,7 @@ def killswitch_release(request: HttpRequest) -> HttpResponse:
 
 @member_required
 @require_GET
-def drills(request: HttpRequest) -> HttpResponse:
+def drills(request: AuthedRequest) -> HttpResponse:
     items = list(Drill.objects.select_related("started_by")[:50])
     context = {"drills": items, "running": any(d.status == DrillStatus.RUNNING for d in items)}
     if request.htmx and request.GET.get("part") == "history":
@@ -174,9 +179,7 @@ def drills(request: HttpRequest) -> HttpResponse:
 
 @member_required
 @require_POST
-def drill_start(request: HttpRequest) -> HttpResponse:
-    from agentops.guardrails.drills import DrillRefused, drill_start
-
+def drill_start(request: AuthedRequest) -> HttpResponse:
     require_perm(request.user, access.DRILL)
     try:
         synthetic = max(1, min(20, int(request.POST.get("synthetic_runs") or 5)))
@@ -184,8 +187,8 @@ def drill_start(request: HttpRequest) -> HttpResponse:
         synthetic = 5
     try:
         # The drill itself runs on a worker; this page follows it until it reports.
-        drill = drill_start(actor=request.user, synthetic_runs=synthetic)
-    except DrillRefused as exc:
+        drill = guardrail_drills.drill_start(actor=request.user, synthetic_runs=synthetic)
+    except guardrail_drills.DrillRefused as exc:
         messages.error(request, f"Drill refused: {exc}")
         return redirect("dashboard:drills")
     messages.info(request, f"Drill {drill.pk} started on a worker: the kill switch is engaged for real while it runs; its result appears below.")
@@ -197,16 +200,14 @@ def drill_start(request: HttpRequest) -> HttpResponse:
 
 @member_required
 @require_GET
-def agent_list(request: HttpRequest) -> HttpResponse:
+def agent_list(request: AuthedRequest) -> HttpResponse:
     return render(request, "dashboard/agent_list.html", {"agents": [row for row in _agents_with_tiers() if row["agent"].slug != _drill_slug()]})
 
 
 @member_required
 @require_GET
-def live_counts(request: HttpRequest) -> HttpResponse:
+def live_counts(request: AuthedRequest) -> HttpResponse:
     """The header's counters, re-read by every page when the overview socket says something changed."""
-    from django.http import JsonResponse
-
     return JsonResponse(
         {
             "approvals": Approval.objects.filter(status=ApprovalStatus.PENDING).count(),
@@ -222,18 +223,15 @@ def _agent(slug: str) -> Agent:
 
 @member_required
 @require_GET
-def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
+def agent_detail(request: AuthedRequest, slug: str) -> HttpResponse:
     agent = _agent(slug)
     grants = list(agent.grants.all())
     policy = timeline.policy_of(agent)
     tier, reasons = maturity_tier(agent, policy=policy, grants=grants)
-    from agentops.tools.registry import get_tool
-    from dashboard.readable import action_caps, rule_lines, scope_rows
-
     grant_rows = [
         {
             "grant": g,
-            "risk": (get_tool(g.tool).risk_class if get_tool(g.tool) else "unknown"),
+            "risk": (tool.risk_class if (tool := get_tool(g.tool)) else "unknown"),
             "errors": agent_services.grant_scope_errors(g.tool, g.scope),
             "scope_rows": scope_rows(g.tool, g.scope),
         }
@@ -261,17 +259,21 @@ def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _render_edit(request: HttpRequest, agent: Agent, *, status: int = 200, **bound: Any) -> HttpResponse:
-    from agentops.agents.models import Policy
-
     policy = timeline.policy_of(agent) or Policy(agent=agent)
     grant_forms = []
     for grant in agent.grants.all():
         form = bound.get(f"grant_{grant.pk}") or forms.GrantForm(
-            prefix=f"g{grant.pk}", tool=grant.tool, initial={"tool": grant.tool, "scope": grant.scope, "approval": grant.approval}
+            prefix=f"g{grant.pk}",
+            tool=grant.tool,
+            initial={
+                "tool": grant.tool,
+                "scope": grant.scope,
+                "approval": grant.approval,
+                "approver_group": grant.approver_group,
+                "on_timeout": grant.on_timeout,
+            },
         )
         grant_forms.append((grant, form))
-    from dashboard.readable import rule_lines
-
     trigger_forms = []
     for trigger in agent.triggers.all():
         form = bound.get(f"trigger_{trigger.pk}") or forms.TriggerForm(prefix=f"t{trigger.pk}", instance=trigger)
@@ -291,7 +293,7 @@ def _render_edit(request: HttpRequest, agent: Agent, *, status: int = 200, **bou
 
 
 @member_required
-def agent_edit(request: HttpRequest, slug: str) -> HttpResponse:
+def agent_edit(request: AuthedRequest, slug: str) -> HttpResponse:
     agent = _agent(slug)
     if request.method == "GET":
         require_perm(request.user, access.CONFIGURE)
@@ -300,8 +302,6 @@ def agent_edit(request: HttpRequest, slug: str) -> HttpResponse:
         return HttpResponse(status=405)
     require_perm(request.user, access.CONFIGURE)
     require_perm(request.user, access.CHANGE_POLICY)
-    from agentops.agents.models import Policy
-
     # Bind to copies: ModelForm validation writes into its instance, and the services diff against the database.
     agent_form = forms.AgentForm(request.POST, instance=Agent.objects.get(pk=agent.pk))
     policy_form = forms.PolicyForm(request.POST, instance=Policy.objects.filter(agent=agent).first() or Policy(agent=agent))
@@ -310,20 +310,26 @@ def agent_edit(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         # Both or neither: a policy the validator refuses must not leave the agent half-saved.
         with transaction.atomic():
-            agent_services.agent_update(agent=agent, actor=request.user, changes=agent_form.cleaned_data, reason=agent_form.cleaned_data["trust_reason"])
-            agent_services.policy_update(agent=agent, actor=request.user, changes=policy_form.cleaned_data)
+            updated = agent_services.agent_update(
+                agent=agent, actor=request.user, changes=agent_form.cleaned_data, reason=agent_form.cleaned_data["trust_reason"]
+            )
+            policy = agent_services.policy_update(agent=agent, actor=request.user, changes=policy_form.cleaned_data)
     except ValidationError as exc:
         for field, errors in exc.message_dict.items():
             form = policy_form if field in policy_form.fields else agent_form
             form.add_error(field if field in form.fields else None, errors)
         return _render_edit(request, agent, status=400, agent_form=agent_form, policy_form=policy_form)
     messages.success(request, f"Saved {agent.name}.")
+    # What one admin may not do alone was not saved: it waits for a second admin.
+    for pending in (updated.pending_change, policy.pending_change):
+        if pending is not None:
+            messages.warning(request, f"{pending.request.get('summary', 'A change')} needs a second admin: it waits as decision #{pending.pk} in Decisions.")
     return redirect("dashboard:agent_detail", slug=agent.slug)
 
 
 @member_required
 @require_POST
-def grant_save(request: HttpRequest, slug: str, grant_id: int | None = None) -> HttpResponse:
+def grant_save(request: AuthedRequest, slug: str, grant_id: int | None = None) -> HttpResponse:
     agent = _agent(slug)
     grant = None
     if grant_id is None:
@@ -338,14 +344,13 @@ def grant_save(request: HttpRequest, slug: str, grant_id: int | None = None) -> 
     if form.is_valid():
         try:
             agent_services.grant_save(agent=agent, actor=request.user, grant=grant, **form.cleaned_data)
+        except agent_services.SecondAdminRequired as exc:
+            messages.warning(request, exc.messages[0])
+            return redirect(reverse("dashboard:agent_edit", args=[agent.slug]) + "#grants")
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():
                 form.add_error(field if field in form.fields else None, errors)
-        except Exception as exc:  # the unique (agent, tool) constraint
-            from django.db import IntegrityError
-
-            if not isinstance(exc, IntegrityError):
-                raise
+        except IntegrityError:  # the unique (agent, tool) constraint
             form.add_error("tool", "this agent already has a grant for that tool")
         else:
             messages.success(request, f"Saved the {form.cleaned_data['tool']} grant.")
@@ -355,7 +360,7 @@ def grant_save(request: HttpRequest, slug: str, grant_id: int | None = None) -> 
 
 @member_required
 @require_POST
-def grant_delete(request: HttpRequest, slug: str, grant_id: int) -> HttpResponse:
+def grant_delete(request: AuthedRequest, slug: str, grant_id: int) -> HttpResponse:
     agent = _agent(slug)
     require_perm(request.user, access.DELETE_GRANT)
     grant = get_object_or_404(ToolGrant, pk=grant_id, agent=agent)
@@ -366,7 +371,7 @@ def grant_delete(request: HttpRequest, slug: str, grant_id: int) -> HttpResponse
 
 @member_required
 @require_POST
-def trigger_save(request: HttpRequest, slug: str, trigger_id: int | None = None) -> HttpResponse:
+def trigger_save(request: AuthedRequest, slug: str, trigger_id: int | None = None) -> HttpResponse:
     agent = _agent(slug)
     trigger = None
     if trigger_id is None:
@@ -392,14 +397,12 @@ def trigger_save(request: HttpRequest, slug: str, trigger_id: int | None = None)
 
 @member_required
 @require_POST
-def agent_pause(request: HttpRequest, slug: str) -> HttpResponse:
-    from agentops.guardrails.killswitch import ReasonRequired, agent_pause
-
+def agent_pause(request: AuthedRequest, slug: str) -> HttpResponse:
     agent = _agent(slug)
     require_perm(request.user, access.CONFIGURE)
     try:
-        agent_pause(agent=agent, actor=request.user, reason=request.POST.get("reason", ""))
-    except ReasonRequired as exc:
+        killswitch.agent_pause(agent=agent, actor=request.user, reason=request.POST.get("reason", ""))
+    except killswitch.ReasonRequired as exc:
         messages.error(request, str(exc))
     else:
         messages.warning(request, f"{agent.name} is paused; its runs are stopping.")
@@ -408,9 +411,7 @@ def agent_pause(request: HttpRequest, slug: str) -> HttpResponse:
 
 @member_required
 @require_POST
-def agent_run_start(request: HttpRequest, slug: str) -> HttpResponse:
-    from agentops.runs.services import RunRefused, run_start_by_person
-
+def agent_run_start(request: AuthedRequest, slug: str) -> HttpResponse:
     agent = _agent(slug)
     require_perm(request.user, access.START_RUN)
     text = request.POST.get("input", "").strip()
@@ -418,8 +419,8 @@ def agent_run_start(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, "Say what the run should do.")
         return redirect("dashboard:agent_detail", slug=agent.slug)
     try:
-        run = run_start_by_person(agent=agent, input=text, actor=request.user)
-    except RunRefused as exc:
+        run = run_services.run_start_by_person(agent=agent, input=text, actor=request.user)
+    except run_services.RunRefused as exc:
         messages.error(request, f"Run refused: {exc}")
         return redirect("dashboard:agent_detail", slug=agent.slug)
     return redirect("dashboard:run_detail", run_id=run.pk)
@@ -427,12 +428,10 @@ def agent_run_start(request: HttpRequest, slug: str) -> HttpResponse:
 
 @member_required
 @require_POST
-def agent_resume(request: HttpRequest, slug: str) -> HttpResponse:
-    from agentops.guardrails.killswitch import agent_resume
-
+def agent_resume(request: AuthedRequest, slug: str) -> HttpResponse:
     agent = _agent(slug)
     require_perm(request.user, access.CONFIGURE)
-    agent_resume(agent=agent, actor=request.user)
+    killswitch.agent_resume(agent=agent, actor=request.user)
     messages.success(request, f"{agent.name} resumed.")
     return redirect("dashboard:agent_detail", slug=agent.slug)
 
@@ -442,16 +441,15 @@ def agent_resume(request: HttpRequest, slug: str) -> HttpResponse:
 
 @member_required
 @require_GET
-def run_list(request: HttpRequest) -> HttpResponse:
+def run_list(request: AuthedRequest) -> HttpResponse:
     form = forms.RunFilterForm(request.GET or None)
     runs = Run.objects.select_related("agent", "trigger")
     if request.GET.get("agent", "") != _drill_slug():
         runs = runs.exclude(agent__slug=_drill_slug())
-        form.fields["agent"].queryset = form.fields["agent"].queryset.exclude(slug=_drill_slug())
+        agent_field = cast(ModelChoiceField, form.fields["agent"])  # declared so in RunFilterForm
+        agent_field.queryset = Agent.objects.exclude(slug=_drill_slug())
     q = request.GET.get("q", "").strip()[:200]
     if q:
-        from django.db.models import Q
-
         # Free text over what a person remembers of a run: its input, agent, error, reason or outcome.
         match = (
             Q(input__icontains=q) | Q(agent__name__icontains=q) | Q(final_error__icontains=q) | Q(status_reason__icontains=q) | Q(outcome_detail__icontains=q)
@@ -508,7 +506,7 @@ def _trace_bounds(run: Run) -> tuple[Any, Any]:
 
 @member_required
 @require_GET
-def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+def run_detail(request: AuthedRequest, run_id: int) -> HttpResponse:
     run = _run(run_id)
     if request.htmx and request.GET.get("part") == "actions":
         # Re-fetched by the page when the run's status changes: the buttons need this request's CSRF token.
@@ -542,20 +540,14 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     return render(request, "dashboard/run_detail.html", context)
 
 
-def _local_pull_request(run: Run) -> Any:
-    """The local forge's pull request of this run, if the forge app is installed."""
-    from django.apps import apps
-
-    try:
-        PullRequest = apps.get_model("forges", "PullRequest")
-    except LookupError:
-        return None
+def _local_pull_request(run: Run) -> PullRequest | None:
+    """The newest pull request the local forge holds for this run, if any."""
     return PullRequest.objects.filter(run=run).order_by("-id").first()
 
 
 @member_required
 @require_GET
-def run_steps(request: HttpRequest, run_id: int) -> HttpResponse:
+def run_steps(request: AuthedRequest, run_id: int) -> HttpResponse:
     """A fragment of the trace: earlier steps (?before=seq) or newer ones (?after=seq)."""
     run = get_object_or_404(Run.objects.only("pk", "created_at", "started_at", "finished_at", "status"), pk=run_id)
     before, after = _int_param(request, "before"), _int_param(request, "after")
@@ -572,9 +564,7 @@ def run_steps(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @member_required
 @require_GET
-def step_text(request: HttpRequest, run_id: int, seq: int, field: str) -> HttpResponse:
-    from agentops.runs.steps import step_full_text
-
+def step_text(request: AuthedRequest, run_id: int, seq: int, field: str) -> HttpResponse:
     step = get_object_or_404(Step, run_id=run_id, seq=seq)
     if field not in step.payload:
         raise Http404("no such field")
@@ -583,13 +573,11 @@ def step_text(request: HttpRequest, run_id: int, seq: int, field: str) -> HttpRe
 
 @member_required
 @require_POST
-def run_stop(request: HttpRequest, run_id: int) -> HttpResponse:
-    from agentops.runs.services import run_cancel
-
+def run_stop(request: AuthedRequest, run_id: int) -> HttpResponse:
     run = _run(run_id)
     require_perm(request.user, access.DECIDE)
     if run.is_active:
-        run_cancel(run=run, actor=request.user, reason=request.POST.get("reason", ""))
+        run_services.run_cancel(run=run, actor=request.user, reason=request.POST.get("reason", ""))
         messages.warning(request, f"Run {run.pk} is stopping.")
     else:
         messages.info(request, f"Run {run.pk} had already finished ({run.status}).")
@@ -604,7 +592,7 @@ PR_STATES = ("open", "ready", "draft", "merged", "closed", "all")
 
 @member_required
 @require_GET
-def pull_request_list(request: HttpRequest) -> HttpResponse:
+def pull_request_list(request: AuthedRequest) -> HttpResponse:
     state = request.GET.get("state", "open")
     if state not in PR_STATES:
         state = "open"
@@ -636,15 +624,13 @@ def gate_rows(run_id: int | None) -> list[dict[str, Any]]:
 
 @member_required
 @require_GET
-def pull_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    from dashboard import diffview
-
+def pull_request_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     pr = _pull_request(pk)
     is_open = pr.status == PullRequestStatus.OPEN
     context = {
         "pr": pr,
         "parsed": diffview.parse(pr.diff or ""),
-        "error_group": _error_group_of(pr.run) if pr.run_id else None,
+        "error_group": _error_group_of(pr.run) if pr.run is not None else None,
         "gates": gate_rows(pr.run_id),
         "comments": list(pr.comments.all()),
         "can_review": access.allowed(request.user, access.REVIEW_PULL_REQUEST),
@@ -674,12 +660,9 @@ def _line_number(raw: str | None, *, optional: bool = False) -> int | None:
 
 @member_required
 @require_GET
-def pull_request_context(request: HttpRequest, pk: int) -> HttpResponse:
+def pull_request_context(request: AuthedRequest, pk: int) -> HttpResponse:
     """The lines of one changed file that the diff hides (an "expand" control), read through the
     forge at the pull request's head, and for the split view's left side at its base."""
-    from agentops.forges.local import LocalForge
-    from dashboard import diffview
-
     pr = _pull_request(pk)
     path = request.GET.get("path", "")
     layout = request.GET.get("layout", "unified")
@@ -702,7 +685,7 @@ def pull_request_context(request: HttpRequest, pk: int) -> HttpResponse:
     if not pr.head_sha:
         return _plain(404, "this pull request has no recorded head commit")
     limit = min(end if end is not None else EXPAND_MAX_LINE_NO, start + EXPAND_MAX_LINES - 1)
-    forge_ = LocalForge(actor=f"dashboard:{request.user.get_username()}")
+    forge_ = forge.LocalForge(actor=f"dashboard:{request.user.get_username()}")
     try:
         head_lines = forge_.read_file(pr.repo, pr.head_sha, f.path).splitlines()
         base_lines: list[str] = []
@@ -735,7 +718,7 @@ def pull_request_context(request: HttpRequest, pk: int) -> HttpResponse:
 
 @member_required
 @require_POST
-def pull_request_merge(request: HttpRequest, pk: int) -> HttpResponse:
+def pull_request_merge(request: AuthedRequest, pk: int) -> HttpResponse:
     require_perm(request.user, access.REVIEW_PULL_REQUEST)
     pr = _pull_request(pk)
     try:
@@ -749,7 +732,7 @@ def pull_request_merge(request: HttpRequest, pk: int) -> HttpResponse:
 
 @member_required
 @require_POST
-def pull_request_mark_ready(request: HttpRequest, pk: int) -> HttpResponse:
+def pull_request_mark_ready(request: AuthedRequest, pk: int) -> HttpResponse:
     require_perm(request.user, access.REVIEW_PULL_REQUEST)
     pr = _pull_request(pk)
     was_draft = pr.draft and pr.status == PullRequestStatus.OPEN
@@ -763,7 +746,7 @@ def pull_request_mark_ready(request: HttpRequest, pk: int) -> HttpResponse:
 
 @member_required
 @require_POST
-def pull_request_close(request: HttpRequest, pk: int) -> HttpResponse:
+def pull_request_close(request: AuthedRequest, pk: int) -> HttpResponse:
     require_perm(request.user, access.REVIEW_PULL_REQUEST)
     pr = _pull_request(pk)
     was_open = pr.status == PullRequestStatus.OPEN
@@ -777,7 +760,7 @@ def pull_request_close(request: HttpRequest, pk: int) -> HttpResponse:
 
 @member_required
 @require_POST
-def pull_request_comment(request: HttpRequest, pk: int) -> HttpResponse:
+def pull_request_comment(request: AuthedRequest, pk: int) -> HttpResponse:
     require_perm(request.user, access.REVIEW_PULL_REQUEST)
     pr = _pull_request(pk)
     try:
@@ -816,7 +799,7 @@ def _spark(counts: list[tuple[Any, int]]) -> list[dict[str, Any]]:
 
 @member_required
 @require_GET
-def error_list(request: HttpRequest) -> HttpResponse:
+def error_list(request: AuthedRequest) -> HttpResponse:
     groups = ErrorGroup.objects.select_related("project", "last_run")
     project = request.GET.get("project", "").strip()
     if project:
@@ -838,9 +821,7 @@ def error_list(request: HttpRequest) -> HttpResponse:
 
 @member_required
 @require_GET
-def error_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    from agentops.triggers.ingest import hourly_counts
-
+def error_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     group = get_object_or_404(ErrorGroup.objects.select_related("project", "last_run"), pk=pk)
     events = list(group.events.all()[:20])
     latest = events[0] if events else None
@@ -862,9 +843,6 @@ def error_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def error_fix_state(group: ErrorGroup) -> Any:
     """What the next event of this group does: run active, cooldown, fix merged, regressed (the
     same decision ingest makes)."""
-    from agentops.triggers.ingest import group_snapshot
-    from agentops.triggers.rules import cooldown_of, group_state
-
     snapshot = group_snapshot(group.pk)
     trigger = Trigger.objects.filter(pk=snapshot.run_trigger_id).first() if snapshot.run_trigger_id else None
     return group_state(snapshot, cooldown_s=cooldown_of(trigger.rules if trigger and isinstance(trigger.rules, dict) else None))
@@ -872,9 +850,7 @@ def error_fix_state(group: ErrorGroup) -> Any:
 
 @member_required
 @require_POST
-def error_retry(request: HttpRequest, pk: int) -> HttpResponse:
-    from agentops.triggers.rules import RetryRefused, error_group_retry
-
+def error_retry(request: AuthedRequest, pk: int) -> HttpResponse:
     require_perm(request.user, access.START_RUN)
     group = get_object_or_404(ErrorGroup.objects.select_related("project"), pk=pk)
     try:
@@ -886,20 +862,51 @@ def error_retry(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("dashboard:run_detail", run_id=run.pk)
 
 
-# --- approvals -------------------------------------------------------------------------------
+# --- decisions (approvals of every kind) -------------------------------------------------------
 
 
-def approval_rows(approvals: list[Approval]) -> list[dict[str, Any]]:
+def approval_rows(
+    approvals: list[Approval], user: Any = None, *, errors: dict[int, str] | None = None, posted: dict[int, dict[str, str]] | None = None
+) -> list[dict[str, Any]]:
+    """What the decision cards show: what is asked, why, the evidence, who may decide (and whether
+    `user` may, or why not), when it expires and what expiry does; `errors`/`posted`: a refused
+    decision's message and what the person typed, shown again in place."""
     now = timezone.now()
+    policies: dict[int | None, Policy] = {p.agent_id: p for p in Policy.objects.filter(agent_id__in={a.agent_id for a in approvals if a.agent_id})}
     rows = []
     for approval in approvals:
         args = approval.arguments or {}
-        diff = next((args[k] for k in ("diff", "patch") if isinstance(args.get(k), str)), "") or timeline.run_diff(approval.run)
+        evidence = approval.evidence if isinstance(approval.evidence, dict) else {}
+        request = approval.request if isinstance(approval.request, dict) else {}
+        diff = (
+            next((args[k] for k in ("diff", "patch") if isinstance(args.get(k), str)), "")
+            or evidence.get("diff")
+            or (timeline.run_diff(approval.run) if approval.run else "")
+        )
+        may, why_not = approval_services.may_decide(user, approval) if user is not None else (True, "")
+        typed = (posted or {}).get(approval.pk, {})
         rows.append(
             {
                 "approval": approval,
+                "kind": approval.kind,
+                "asked": decision_serializers.asked(approval),
                 "arguments": timeline._pretty(args),
+                "edited": typed.get("edited_arguments") or timeline._pretty(args),
+                "edited_arguments": timeline._pretty(approval.edited_arguments) if approval.edited_arguments is not None else "",
+                "answer": typed.get("answer", request.get("extend_by", "") if approval.kind == "budget_extension" else ""),
+                "comment": typed.get("comment", ""),
+                "posted_edit": bool(typed.get("edited_arguments")),
+                "request": request,
+                "change": timeline._pretty(request.get("change", {})) if approval.kind == "config_change" else "",
+                "options": decision_serializers.options_of(approval),
                 "diff": diff,
+                "spend": _spend_rows(evidence.get("spend")),
+                "trace": evidence.get("trace") or [],
+                "who": decision_serializers.who_may_decide(approval, policy=policies.get(approval.agent_id) or Policy()),
+                "on_expiry": decision_serializers.on_expiry_text(approval),
+                "may_decide": may,
+                "why_not": why_not,
+                "error": (errors or {}).get(approval.pk, ""),
                 "seconds_left": max(0, int((approval.expires_at - now).total_seconds())),
                 "expired": approval.expires_at <= now,
             }
@@ -907,35 +914,72 @@ def approval_rows(approvals: list[Approval]) -> list[dict[str, Any]]:
     return rows
 
 
+def _spend_rows(spend: Any) -> list[tuple[str, Any, Any]]:
+    """(what, used, cap) of a decision's spend evidence, for the card."""
+    if not isinstance(spend, dict):
+        return []
+    names = [("cost (USD)", "cost_usd"), ("tokens", "tokens"), ("tool calls", "tool_calls"), ("iterations", "iterations")]
+    return [(label, spend[key], spend.get(f"max_{key}", "?")) for label, key in names if key in spend]
+
+
+def _decisions_page(
+    request: AuthedRequest, *, status: int = 200, errors: dict[int, str] | None = None, posted: dict[int, dict[str, str]] | None = None
+) -> HttpResponse:
+    pending = list(Approval.objects.filter(status=ApprovalStatus.PENDING).select_related("run", "agent").order_by("expires_at")[:100])
+    decided = list(Approval.objects.exclude(status=ApprovalStatus.PENDING).select_related("run", "agent").order_by("-decided_at")[:30])
+    template = "dashboard/approvals.html#live" if request.htmx else "dashboard/approvals.html"
+    context = {"rows": approval_rows(pending, request.user, errors=errors, posted=posted), "decided": decided}
+    return render(request, template, context, status=status)
+
+
 @member_required
 @require_GET
-def approval_list(request: HttpRequest) -> HttpResponse:
-    pending = list(Approval.objects.filter(status=ApprovalStatus.PENDING).select_related("run__agent").order_by("expires_at")[:100])
-    decided = list(Approval.objects.exclude(status=ApprovalStatus.PENDING).select_related("run__agent").order_by("-decided_at")[:30])
-    template = "dashboard/approvals.html#live" if request.htmx else "dashboard/approvals.html"
-    return render(request, template, {"rows": approval_rows(pending), "decided": decided})
+def approval_list(request: AuthedRequest) -> HttpResponse:
+    return _decisions_page(request)
+
+
+def _decided_message(approval: Approval, approve: bool) -> str:
+    if approval.kind == "question":
+        return f"Answered the question of run {approval.run_id}." if approve else f"Declined to answer the question of run {approval.run_id}."
+    if approval.kind == "budget_extension":
+        return f"Extended the budget of run {approval.run_id} by {approval.answer}." if approve else f"Stopped run {approval.run_id} at its budget."
+    if approval.kind == "loop_escalation":
+        return f"Run {approval.run_id} continues." if approve else f"Stopped run {approval.run_id}."
+    if approval.kind == "config_change":
+        return f"Applied the change to {approval.agent.name if approval.agent else 'the agent'} as the second admin." if approve else "Rejected the change."
+    edited = " (edited)" if approval.edited_arguments is not None else ""
+    return f"{'Approved' if approve else 'Rejected'}: {approval.tool}{edited} for run {approval.run_id}."
 
 
 @member_required
 @require_POST
-def approval_decide(request: HttpRequest, approval_id: int) -> HttpResponse:
-    from agentops.approvals import services as approvals
-
+def approval_decide(request: AuthedRequest, approval_id: int) -> HttpResponse:
     require_perm(request.user, access.DECIDE)
-    approval = get_object_or_404(Approval.objects.select_related("run"), pk=approval_id)
+    approval = get_object_or_404(Approval.objects.select_related("run", "agent"), pk=approval_id)
     form = forms.DecisionForm(request.POST)
+    typed = {name: str(request.POST.get(name, "")) for name in ("edited_arguments", "answer", "comment")}
     if not form.is_valid():
-        messages.error(request, "A comment is required to reject." if "comment" in form.errors else "Choose approve or reject.")
-        return redirect(_safe_next(request, reverse("dashboard:approvals")))
+        # Shown in place, on the decision's card, with what the person typed.
+        message = "; ".join(str(e) for errors in form.errors.values() for e in errors)
+        return _decisions_page(request, status=400, errors={approval.pk: message}, posted={approval.pk: typed})
     approve = form.cleaned_data["decision"] == "approve"
     try:
-        approvals.approval_decide(approval=approval, actor=request.user, approve=approve, comment=form.cleaned_data["comment"])
-    except approvals.NotAllowed as exc:
-        raise PermissionDenied(str(exc)) from None
-    except (approvals.AlreadyDecided, approvals.CommentRequired) as exc:
+        decided = approval_services.approval_decide(
+            approval=approval,
+            actor=request.user,
+            approve=approve,
+            comment=form.cleaned_data["comment"],
+            edited_arguments=form.cleaned_data["edited_arguments"],
+            answer=form.cleaned_data["answer"] or None,
+        )
+    except approval_services.NotAllowed as exc:
+        return _decisions_page(request, status=403, errors={approval.pk: str(exc)}, posted={approval.pk: typed})
+    except (approval_services.CommentRequired, approval_services.InvalidDecision) as exc:
+        return _decisions_page(request, status=400, errors={approval.pk: str(exc)}, posted={approval.pk: typed})
+    except approval_services.AlreadyDecided as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"{'Approved' if approve else 'Rejected'}: {approval.tool} for run {approval.run_id}.")
+        messages.success(request, _decided_message(decided, approve))
     return redirect(_safe_next(request, reverse("dashboard:approvals")))
 
 
@@ -944,7 +988,7 @@ def approval_decide(request: HttpRequest, approval_id: int) -> HttpResponse:
 
 @member_required
 @require_GET
-def audit_log(request: HttpRequest) -> HttpResponse:
+def audit_log(request: AuthedRequest) -> HttpResponse:
     events = AuditEvent.objects.all()
     action = request.GET.get("action", "").strip()
     actor = request.GET.get("actor", "").strip()
@@ -953,21 +997,16 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     if actor:
         events = events.filter(actor_label=actor)
     page = Paginator(events, 100).get_page(request.GET.get("page"))
-    from dashboard.readable import field_changes
-
-    for event in page:
-        event.changes = field_changes(event.before, event.after)
+    # Each entry beside the fields it changed (the template lays out the pairs).
+    entries = [(event, field_changes(event.before, event.after)) for event in page]
     query = request.GET.copy()
     query.pop("page", None)
-    return render(request, "dashboard/audit.html", {"page": page, "action": action, "actor": actor, "query": query.urlencode()})
-
-
-PALETTE = ["#2f6fdf", "#e07b39", "#2ea44f", "#a855f7", "#d33f49", "#0ea5a4", "#b8860b", "#6b7280"]
+    return render(request, "dashboard/audit.html", {"page": page, "entries": entries, "action": action, "actor": actor, "query": query.urlencode()})
 
 
 @member_required
 @require_GET
-def spend(request: HttpRequest) -> HttpResponse:
+def spend(request: AuthedRequest) -> HttpResponse:
     try:
         days = max(1, min(90, int(request.GET.get("days", 14))))
     except ValueError:
@@ -990,8 +1029,6 @@ def spend(request: HttpRequest) -> HttpResponse:
             agent_names.append(row["agent__name"])
     colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted(agent_names))}
     totals = {day: sum(v.values(), Decimal("0")) for day, v in by_day.items()}
-    from agentops.agents.models import Policy
-
     # Each agent's own daily cap, drawn in its colour: the cap is per agent, so a sum of caps
     # would hide an agent over its cap behind another one under its own.
     caps = {name: cap for name, cap in Policy.objects.exclude(agent__slug=_drill_slug()).values_list("agent__name", "daily_max_cost_usd") if cap}
@@ -1093,7 +1130,7 @@ def spend(request: HttpRequest) -> HttpResponse:
 
 
 @member_required
-def tokens(request: HttpRequest) -> HttpResponse:
+def tokens(request: AuthedRequest) -> HttpResponse:
     new_token = None
     form = forms.TokenForm(request.POST or None, user=request.user)
     if request.method == "POST":
@@ -1120,7 +1157,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 
 @member_required
 @require_POST
-def token_revoke(request: HttpRequest, token_id: int) -> HttpResponseRedirect:
+def token_revoke(request: AuthedRequest, token_id: int) -> HttpResponseRedirect:
     # Someone else's token is a 404: its existence is none of your business.
     token = get_object_or_404(request.user.api_tokens, pk=token_id)
     services.api_token_revoke(token=token, actor=request.user)

@@ -68,6 +68,12 @@ def test_the_demo_goes_from_a_real_error_to_a_merged_pull_request_in_the_browser
         # The run's header updates live, pull request link included.
         expect(page.locator("#run-summary").get_by_role("link", name="Fix connection pool exhaustion in checkout service")).to_be_visible()
         page.screenshot(path=str(SHOTS / "demo-run.png"))
+        # The MCP variant fixes the same error (checked before the first fix is merged), its git work
+        # done through mcp-server-git in its sandbox: the trace shows the MCP calls; it opens a PR too.
+        page.goto(f"{url}/runs/2/")
+        expect(page.get_by_text("Succeeded", exact=True).first).to_be_visible(timeout=180_000)
+        expect(page.get_by_text("mcp__git__git_commit").first).to_be_visible()
+        page.screenshot(path=str(SHOTS / "demo-mcp-run.png"), full_page=True)
         page.goto(f"{url}/errors/")
         expect(page.get_by_text("ConnectionPoolExhaustedError").first).to_be_visible()
         page.goto(f"{url}/pulls/1/")

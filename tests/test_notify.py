@@ -41,9 +41,11 @@ def notifying(settings, slack):
     return slack[1]
 
 
-def test_an_approval_waiting_is_announced_with_a_link(make_agent, start_run, notifying, tmp_path):
+def test_an_approval_waiting_is_announced_with_a_link(make_agent, start_run, notifying, tmp_path, django_capture_on_commit_callbacks):
     script = [{"text": "pay", "tool_calls": [{"name": "test_pay", "arguments": {"text": "x"}}]}]
-    run = start_run(make_agent(script=script, grants={"test_pay": {"path": str(tmp_path / "p")}}, trust_phase=3))
+    # Announced once the request is committed (the decision write path's one notification).
+    with django_capture_on_commit_callbacks(execute=True):
+        run = start_run(make_agent(script=script, grants={"test_pay": {"path": str(tmp_path / "p")}}, trust_phase=3))
     approval = run.approvals.get()
     assert [m.to for m in mail.outbox] == [["oncall@example.com"]]
     assert f"https://agentops.example.com/approvals/#approval-{approval.pk}" in mail.outbox[0].body

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+
+if TYPE_CHECKING:
+    from agentops.approvals.models import Approval
 
 
 class TrustPhase(models.IntegerChoices):
@@ -34,6 +38,9 @@ class Agent(models.Model):
     paused_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Not stored: set by a write path that held part of a change for a second admin (the pending
+    # config_change decision, else None), so that its caller can say so.
+    pending_change: Approval | None
 
     class Meta:
         ordering = ["name"]
@@ -43,6 +50,21 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# The per-run caps of a Policy, by the name decisions use (budget_extension request["cap"]).
+EXTENDABLE_CAPS = ("cost", "tokens", "tool_calls", "iterations", "wall_clock")
+
+
+class LoopEscalation(models.TextChoices):
+    STOP = "stop", "stop on the first detection"
+    NUDGE = "nudge", "nudge the model, then stop"
+    NUDGE_ASK = "nudge_ask", "nudge the model, then ask a person continue/stop"
+
+
+class OnExpiry(models.TextChoices):
+    HALT = "halt", "halt the run (fail closed)"
+    CONTINUE = "continue", "tell the model it was not approved in time and go on"
 
 
 class Policy(models.Model):
@@ -83,6 +105,16 @@ class Policy(models.Model):
     # The most the workspace may hold (and half of it each for /tmp and home): a run can never fill the host.
     sandbox_disk_mb = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(64), MaxValueValidator(1_048_576)])
     command_timeout_s = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1), MaxValueValidator(86400)])
+    # Human decisions (issue 13). Per-run caps a person may extend instead of ending the run
+    # (names from EXTENDABLE_CAPS; daily caps are never extendable).
+    extendable_caps = models.JSONField(default=list, blank=True, help_text="per-run caps a person may extend: cost, tokens, tool_calls, iterations, wall_clock")
+    max_extensions_per_run = models.PositiveIntegerField(default=3, validators=[MaxValueValidator(100)])
+    loop_escalation = models.CharField(max_length=10, choices=LoopEscalation.choices, default=LoopEscalation.NUDGE)
+    # Separation of duties: who started a run, or changed the agent's grants/policy recently, may not decide its decisions.
+    self_approval_allowed = models.BooleanField(default=False)
+    grant_change_cooldown_h = models.PositiveIntegerField(default=24, validators=[MaxValueValidator(24 * 365)])
+    # Not stored: as Agent.pending_change (policy_update held a change for a second admin).
+    pending_change: Approval | None
 
     class Meta:
         verbose_name_plural = "policies"
@@ -102,6 +134,15 @@ class ToolGrant(models.Model):
     tool = models.CharField(max_length=100)
     scope = models.JSONField(default=dict, blank=True)
     approval = models.CharField(max_length=10, choices=ApprovalOverride.choices, default=ApprovalOverride.DEFAULT)
+    # MCP tools only: the digest (sha256) of the tool as granted; a tool that no longer matches it
+    # (new description, schema or annotations) is refused until an admin grants it again.
+    pinned_digest = models.CharField(max_length=64, blank=True, default="")
+    # MCP tools only: the admin's risk class, instead of the one the tool's annotations imply.
+    risk_override = models.CharField(max_length=12, choices=RiskClass.choices, blank=True, default="")
+    # Which Django group may decide this tool's approvals ("": anyone with approvals.decide_approval).
+    approver_group = models.CharField(max_length=150, blank=True, default="")
+    # What an approval of this tool that nobody decided in time does.
+    on_timeout = models.CharField(max_length=10, choices=OnExpiry.choices, default=OnExpiry.HALT)
 
     class Meta:
         ordering = ["tool"]

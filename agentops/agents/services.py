@@ -5,17 +5,24 @@ dashboard, the API and commands that change a configuration all go through the s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import copy
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 
-from agentops.agents.models import Agent, Policy, ToolGrant, Trigger
-from agentops.agents.spec import agent_errors, export_agent, plain_value
+from agentops.agents.models import Agent, OnExpiry, Policy, ToolGrant, Trigger
+from agentops.agents.spec import agent_errors, export_agent, held_summary, mark_budget_set_by_person, plain_value, second_admin_changes
+from agentops.approvals.requests import config_change_request
 from agentops.audit.services import audit_record
+from agentops.mcp.spec import is_mcp_tool, scope_shape_errors
+from agentops.tools.registry import get_tool
+
+if TYPE_CHECKING:
+    from agentops.approvals.models import Approval
 
 Actor = AbstractBaseUser | str | None
 
@@ -36,9 +43,12 @@ POLICY_FIELDS = (
     "daily_action_caps",
     "rate_limit_per_minute",
     "approval_timeout_s",
+    "extendable_caps",
+    "max_extensions_per_run",
+    "loop_escalation",
+    "self_approval_allowed",
+    "grant_change_cooldown_h",
 )
-# Changing these means a person chose the cost budget: history-based defaults stop applying.
-PERSON_BUDGET_FIELDS = ("max_cost_usd", "alarm_cost_usd")
 
 
 def _jsonable(value: Any) -> Any:
@@ -86,9 +96,42 @@ def _same_text(a: Any, b: Any) -> bool:
     return a.replace("\r\n", "\n").replace("\r", "\n") == b.replace("\r\n", "\n").replace("\r", "\n")
 
 
+class SecondAdminRequired(ValidationError):
+    """The change was not applied: one admin alone may not make it. It waits as a pending
+    config_change decision (`decision`) for a second admin. A ValidationError, so that every form,
+    the API and the CLI already say it where they say what is wrong."""
+
+    def __init__(self, decision: Approval) -> None:
+        summary = decision.request.get("summary", "this change") if isinstance(decision.request, dict) else "this change"
+        super().__init__({NON_FIELD_ERRORS: [f"{summary} needs a second admin: it waits as decision #{decision.pk} in Decisions; nothing else changed"]})
+        self.decision = decision
+
+
+def second_admin_hold(*, agent: Agent, actor: Actor, change: Callable[[dict[str, Any]], None], reason: str = "") -> tuple[dict[str, Any], Approval | None]:
+    """The one check of the two-admin rule for the dashboard's, the API's and the CLI's write paths
+    (the spec's, `agent_apply`, uses the same `second_admin_changes`): the part of `change` that
+    needs a second admin, and the pending decision asked for it ({} and None when nothing is held)."""
+    before = export_agent(agent)
+    after = copy.deepcopy(before)
+    change(after)
+    held = second_admin_changes(before=before, after=after)
+    if not held:
+        return {}, None
+    return held, config_change_request(agent=agent, actor=actor, change=held, summary=held_summary(held, before=before), reason=reason)
+
+
+def hold_for_second_admin(*, agent: Agent, actor: Actor, change: Callable[[dict[str, Any]], None]) -> None:
+    """For a write path whose whole change is one grant: raise SecondAdminRequired (the decision is
+    asked, nothing else happens) when it needs a second admin."""
+    held, decision = second_admin_hold(agent=agent, actor=actor, change=change)
+    if decision is not None:
+        raise SecondAdminRequired(decision)
+
+
 def agent_update(*, agent: Agent, actor: Actor, changes: dict[str, Any], reason: str = "") -> Agent:
     """Change an agent. Raising its trust phase lets it do more alone, so it needs a reason, which
-    the audit entry keeps."""
+    the audit entry keeps; raising it to phase 4 also needs a second admin: that part waits as a
+    pending decision (`pending_change` of the returned agent) and the rest applies."""
     changes = {k: v for k, v in changes.items() if k in AGENT_FIELDS}
     check_agent_config(agent, lambda spec: spec.update(changes), fields=AGENT_FIELDS)
     reason = (reason or "").strip()
@@ -98,6 +141,9 @@ def agent_update(*, agent: Agent, actor: Actor, changes: dict[str, Any], reason:
             del changes["objective"]
         if "trust_phase" in changes and int(changes["trust_phase"]) > current.trust_phase and not reason:
             raise ValidationError({"trust_phase": ["raising the trust phase needs a reason"]})
+        held, decision = second_admin_hold(agent=current, actor=actor, change=lambda spec: spec.update(changes), reason=reason)
+        if "trust_phase" in held:
+            changes.pop("trust_phase", None)
         before, after = _diff(current, changes, AGENT_FIELDS)
         if after:
             for name, value in changes.items():
@@ -106,74 +152,8 @@ def agent_update(*, agent: Agent, actor: Actor, changes: dict[str, Any], reason:
             current.full_clean()
             current.save(update_fields=[*after, "updated_at"])
             audit_record(actor=actor, action="agent.update", target=current, before=before, after=after, detail=reason)
+    current.pending_change = decision
     return current
-
-
-def _mark_budget_set_by_person(policy: Policy, changed: Iterable[str]) -> bool:
-    """A person changed a cost cap (on any path: a form, the API, a spec file): history-based
-    defaults stop applying to it. True when the mark was set now."""
-    if any(name in PERSON_BUDGET_FIELDS for name in changed) and not policy.budget_set_by_person:
-        policy.budget_set_by_person = True
-        return True
-    return False
-
-
-def agent_apply(spec: dict[str, Any], *, actor: Actor) -> tuple[Agent, str, bool | None]:
-    """Make one agent exactly what a validated spec says (`agentops apply`): its fields, trust
-    phase, policy, grants and triggers. Returns the agent, "created", "updated" or "unchanged", and
-    the pause state to apply after the commit (None: unchanged), since pausing halts runs."""
-    from agentops.agents.spec import POLICY_FIELDS as SPEC_POLICY_FIELDS
-    from agentops.agents.spec import policy_values
-
-    agent = Agent.objects.filter(slug=spec["slug"]).first()
-    before = export_agent(agent) if agent else None
-    if agent is None:
-        agent = Agent(slug=spec["slug"])
-    agent.name = spec["name"]
-    agent.objective = spec["objective"]
-    agent.model = spec["model"]
-    agent.trust_phase = spec.get("trust_phase", 1)
-    if agent.pk is None:
-        agent.paused = False
-    pause = spec.get("paused", False) if spec.get("paused", False) != agent.paused else None
-    agent.config = spec.get("config", {})
-    agent.full_clean()
-    agent.save()
-    policy, created = Policy.objects.get_or_create(agent=agent)
-    budget_before = {name: getattr(policy, name) for name in PERSON_BUDGET_FIELDS}
-    # Once a person chose the cost budget it stays theirs (a file written before that choice, applied
-    # again, does not hand it back to history); a new agent's caps are its starting point, not a change.
-    set_by_person = policy.budget_set_by_person and not created
-    # Fields the spec leaves out go back to their defaults: the file is the whole truth.
-    defaults = {f.name: f.get_default() for f in Policy._meta.fields if f.name in SPEC_POLICY_FIELDS}
-    for name, value in {**defaults, **policy_values(spec.get("policy", {}))}.items():
-        setattr(policy, name, value)
-    if set_by_person:
-        policy.budget_set_by_person = True
-    elif not created:
-        _mark_budget_set_by_person(policy, [name for name, value in budget_before.items() if getattr(policy, name) != value])
-    policy.full_clean()
-    policy.save()
-    wanted = {g["tool"]: g for g in spec.get("tools", [])}
-    agent.grants.exclude(tool__in=wanted).delete()
-    for name, grant in wanted.items():
-        ToolGrant.objects.update_or_create(agent=agent, tool=name, defaults={"scope": grant.get("scope", {}), "approval": grant.get("approval", "default")})
-    triggers = {t["name"]: t for t in spec.get("triggers", [])}
-    agent.triggers.exclude(name__in=triggers).delete()
-    for name, trigger in triggers.items():
-        Trigger.objects.update_or_create(
-            agent=agent,
-            name=name,
-            defaults={"kind": trigger["kind"], "rules": trigger.get("rules", {}), "enabled": trigger.get("enabled", True)},
-        )
-    after = export_agent(agent)
-    if before is None:
-        audit_record(actor=actor, action="agent.create", target=agent, after=after, detail="agentops apply")
-        return agent, "created", pause
-    if before != after:
-        audit_record(actor=actor, action="agent.update", target=agent, before=before, after=after, detail="agentops apply")
-        return agent, "updated", pause
-    return agent, "unchanged", pause
 
 
 def policy_update(*, agent: Agent, actor: Actor, changes: dict[str, Any]) -> Policy:
@@ -187,22 +167,28 @@ def policy_update(*, agent: Agent, actor: Actor, changes: dict[str, Any]) -> Pol
     check_agent_config(agent, change, fields=POLICY_FIELDS)
     with transaction.atomic():
         policy, _ = Policy.objects.select_for_update().get_or_create(agent=agent)
+        # Weakening separation of duties waits for a second admin; the rest applies.
+        held, decision = second_admin_hold(agent=agent, actor=actor, change=change)
+        changes = {k: v for k, v in changes.items() if k not in held.get("policy", {})}
         before, after = _diff(policy, changes, POLICY_FIELDS)
         if after:
             for name in after:
                 setattr(policy, name, changes[name])
             fields = list(after)
-            if _mark_budget_set_by_person(policy, after):
+            if mark_budget_set_by_person(policy, after):
                 fields.append("budget_set_by_person")
                 after["budget_set_by_person"] = True
             policy.full_clean()
             policy.save(update_fields=fields)
             audit_record(actor=actor, action="policy.update", target=agent, before=before, after=after)
+    policy.pending_change = decision
     return policy
 
 
 def grant_scope_errors(tool_name: str, scope: Any) -> list[str]:
-    from agentops.tools.registry import get_tool
+    if is_mcp_tool(tool_name):
+        # An MCP tool is in no registry until a run lists its server: check what needs no schema.
+        return scope_shape_errors(scope)
 
     tool = get_tool(tool_name)
     if tool is None:
@@ -210,25 +196,46 @@ def grant_scope_errors(tool_name: str, scope: Any) -> list[str]:
     return tool.scope_errors(scope)
 
 
-def grant_save(*, agent: Agent, actor: Actor, tool: str, scope: dict[str, Any], approval: str, grant: ToolGrant | None = None) -> ToolGrant:
-    """Create or change a tool grant. The scope must satisfy the tool's scope schema, and an
-    irreversible tool can never be set to act without a person."""
+def _grant_entry(grant: ToolGrant) -> dict[str, Any]:
+    return {"tool": grant.tool, "scope": grant.scope, "approval": grant.approval, "approver_group": grant.approver_group, "on_timeout": grant.on_timeout}
+
+
+def grant_save(
+    *,
+    agent: Agent,
+    actor: Actor,
+    tool: str,
+    scope: dict[str, Any],
+    approval: str,
+    approver_group: str = "",
+    on_timeout: str = OnExpiry.HALT,
+    grant: ToolGrant | None = None,
+) -> ToolGrant:
+    """Create or change a tool grant. The scope must satisfy the tool's scope schema, an
+    irreversible tool can never be set to act without a person, and granting one needs a second
+    admin (SecondAdminRequired: it waits as a decision, nothing else changes)."""
+    entry: dict[str, Any] = {"tool": tool, "scope": scope, "approval": approval}
+    if approver_group:
+        entry["approver_group"] = approver_group
+    if on_timeout != OnExpiry.HALT:
+        entry["on_timeout"] = on_timeout
 
     def change(spec: dict[str, Any]) -> None:
         others = [g for g in spec["tools"] if g["tool"] != (grant.tool if grant else tool)]
-        spec["tools"] = [*others, {"tool": tool, "scope": scope, "approval": approval}]
+        spec["tools"] = [*others, entry]
 
-    check_agent_config(agent, change, fields=("tool", "scope", "approval"))
+    check_agent_config(agent, change, fields=("tool", "scope", "approval", "approver_group", "on_timeout"))
+    hold_for_second_admin(agent=agent, actor=actor, change=change)
     with transaction.atomic():
         if grant is None:
-            grant = ToolGrant.objects.create(agent=agent, tool=tool, scope=scope, approval=approval)
-            audit_record(actor=actor, action="grant.create", target=agent, after={"tool": tool, "scope": scope, "approval": approval})
+            grant = ToolGrant.objects.create(agent=agent, tool=tool, scope=scope, approval=approval, approver_group=approver_group, on_timeout=on_timeout)
+            audit_record(actor=actor, action="grant.create", target=agent, after=_grant_entry(grant))
         else:
             current = ToolGrant.objects.select_for_update().get(pk=grant.pk, agent=agent)
-            before = {"tool": current.tool, "scope": current.scope, "approval": current.approval}
-            after = {"tool": tool, "scope": scope, "approval": approval}
+            before = _grant_entry(current)
+            current.tool, current.scope, current.approval, current.approver_group, current.on_timeout = tool, scope, approval, approver_group, on_timeout
+            after = _grant_entry(current)
             if before != after:
-                current.tool, current.scope, current.approval = tool, scope, approval
                 current.save()
                 audit_record(actor=actor, action="grant.update", target=agent, before=before, after=after)
             grant = current
@@ -237,7 +244,7 @@ def grant_save(*, agent: Agent, actor: Actor, tool: str, scope: dict[str, Any], 
 
 def grant_delete(*, grant: ToolGrant, actor: Actor) -> None:
     with transaction.atomic():
-        before = {"tool": grant.tool, "scope": grant.scope, "approval": grant.approval}
+        before = _grant_entry(grant)
         agent = grant.agent
         grant.delete()
         audit_record(actor=actor, action="grant.delete", target=agent, before=before)

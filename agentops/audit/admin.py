@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.http import HttpRequest
 
 from agentops.audit.models import AuditEvent
 
@@ -10,8 +11,8 @@ class AuditEventAdmin(admin.ModelAdmin):
     search_fields = ["actor_label", "target_label", "detail"]
 
     # The audit log is append-only, including for admins.
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[override]
+    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[override]
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return False

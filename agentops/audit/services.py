@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 
 from agentops.audit.models import AuditEvent
@@ -26,7 +27,7 @@ def audit_record(
 ) -> AuditEvent:
     # before/after/detail/target_label are redacting fields: no secret is stored, whoever records.
     return AuditEvent.objects.create(
-        actor=actor if isinstance(actor, AbstractBaseUser) else None,
+        actor=actor if isinstance(actor, get_user_model()) else None,
         actor_label=actor_label_of(actor),
         action=action,
         target_type=type(target)._meta.model_name if hasattr(target, "_meta") else (type(target).__name__ if target is not None else ""),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 from agentops.forges.base import (
     ChangeSet,
     Forge,
@@ -28,16 +30,14 @@ __all__ = [
 
 def get_forge(agent: Any) -> Forge:
     """The forge of an agent: `agent.config["forge"]` is "local" (default) or "github"."""
-    from django.conf import settings
-
     kind = (getattr(agent, "config", None) or {}).get("forge") or "local"
     actor = f"agent:{agent.slug}" if getattr(agent, "slug", None) else "agent"
     if kind == "local":
-        from agentops.forges.local import LocalForge
+        from agentops.forges.local import LocalForge  # app registry: it imports forges.models, and Django imports this package before models load
 
         return LocalForge(actor=actor)
     if kind == "github":
-        from agentops.forges.github_forge import GitHubForge
+        from agentops.forges.github_forge import GitHubForge  # lazy: PyGithub takes ~0.2 s to import and only GitHub-forge agents need it
 
         return GitHubForge(token=settings.GITHUB_TOKEN or "", base_url=settings.GITHUB_BASE_URL)
     raise ForgeError(f"unknown forge {kind!r} (local or github)")

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import github
+from django.conf import settings
 from github import GithubException, InputGitAuthor, InputGitTreeElement, UnknownObjectException
 
 from agentops.forges.base import MAX_READ_BYTES, ChangeSet, Forge, ForgeError, MergeError, PullRequestInfo, check_path, check_ref
@@ -81,8 +82,6 @@ class GitHubForge(Forge):
     def clone_source(self, repo: str) -> str:
         """A local mirror of the repository (the sandbox has no network and no token)."""
         if self.mirror_root is None:
-            from django.conf import settings
-
             self.mirror_root = Path(settings.AGENTOPS_FORGE_ROOT) / "github-mirrors"
         self.mirror_root.mkdir(parents=True, exist_ok=True)
         dest = self.mirror_root / (repo.replace("/", "__") + ".git")

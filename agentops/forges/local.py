@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from agentops.audit.services import actor_label_of, audit_record
@@ -120,8 +122,6 @@ def changed_lines_of(diff: str) -> int:
 
 def pull_request_url(pr: PullRequest) -> str:
     try:
-        from django.urls import NoReverseMatch, reverse
-
         try:
             path = reverse("dashboard:pull_request", args=[pr.pk])
         except NoReverseMatch:
@@ -329,7 +329,7 @@ def pull_request_merge(*, pr: PullRequest, actor: Actor) -> str:
         now = timezone.now()
         locked.status = PullRequestStatus.MERGED
         locked.merged_at = now
-        locked.merged_by = actor if isinstance(actor, AbstractBaseUser) else None
+        locked.merged_by = actor if isinstance(actor, get_user_model()) else None
         locked.merged_by_label = actor_label_of(actor)
         locked.merge_sha = sha
         locked.save(update_fields=["status", "merged_at", "merged_by", "merged_by_label", "merge_sha", "updated_at"])

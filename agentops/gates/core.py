@@ -36,6 +36,8 @@ from agentops.gates.junit import FAILED, PASSED, Report, is_pytest_command, judg
 from agentops.redaction import contains_secret
 from agentops.runs.models import StepKind
 from agentops.runs.steps import step_record
+from agentops.sandbox import SandboxLimits
+from agentops.sandbox import create_sandbox as fresh_sandbox
 from agentops.tools.scopes import path_allowed
 
 # MALLOC_ARENA_MAX: under an address-space limit (bubblewrap RLIMIT_AS) glibc's per-thread malloc
@@ -359,14 +361,12 @@ def verify_change(
     if not command:
         add(GateResult("tests_pass", False, "this agent has no test_command configured: nothing proves the change"))
         return result
-    if create_sandbox is None:
-        from agentops.sandbox import create_sandbox
-    from agentops.sandbox import SandboxLimits
-
     limits = SandboxLimits.from_policy(policy)
     # A fresh clone of the trusted base: nothing of the agent's workspace (or of a previous gate run) is in it.
     try:
-        sandbox = create_sandbox(run_id=f"{run.pk}-gate", repo=repo_source, ref=change.base, limits=limits, image=(agent.config or {}).get("sandbox_image"))
+        sandbox = (create_sandbox or fresh_sandbox)(
+            run_id=f"{run.pk}-gate", repo=repo_source, ref=change.base, limits=limits, image=(agent.config or {}).get("sandbox_image")
+        )
     except Exception as exc:  # SandboxError and kin: nothing is proven, so nothing is published
         add(GateResult("tests_pass", False, f"the gate sandbox could not be started: {str(exc)[:500]}"))
         return result

@@ -485,12 +485,12 @@ def compare_test_file(path: str, old: str | None, new: str | None) -> tuple[list
             old_tests = {}
     if new_module_skip and not old_module_skip:
         problems.append(f"{path}: the whole module is now skipped (or exits at import)")
-    for name, after in new_tests.items():
-        before = old_tests.get(name)
-        if before is not None and before.dump == after.dump:
+    for name, changed in new_tests.items():
+        existing = old_tests.get(name)
+        if existing is not None and existing.dump == changed.dump:
             continue
-        old_neutral = {a.text for a in (before.assertions if before else []) if a.neutralised}
-        for assertion in after.assertions:
+        old_neutral = {a.text for a in (existing.assertions if existing else []) if a.neutralised}
+        for assertion in changed.assertions:
             if assertion.neutralised and assertion.text not in old_neutral:
                 problems.append(f"{path}::{name}: `{assertion.text[:120]}` can never fail ({assertion.neutralised})")
     for name, before in old_tests.items():
@@ -538,10 +538,16 @@ def literal_constants(source: str) -> dict[str, str]:
         for node in body:
             if isinstance(node, ast.ClassDef):
                 visit(node.body, f"{prefix}{node.name}.")
-            value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            value: ast.expr | None
+            targets: list[ast.expr]
+            if isinstance(node, ast.Assign):
+                value, targets = node.value, node.targets
+            elif isinstance(node, ast.AnnAssign):
+                value, targets = node.value, [node.target]
+            else:
+                continue
             if value is None or not _constant(value):
                 continue
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 if isinstance(target, ast.Name):
                     found[f"{prefix}{target.id}"] = ast.unparse(value)

@@ -1,19 +1,26 @@
-"""A run's budget: the policy's caps, and the one rule that derives cost limits from history.
+"""A run's budget: the policy's caps, the one rule that derives cost limits from history, and the
+extensions a person granted to one run.
 
 seeds/001: the cost alarm sits at 10x and the hard stop at 50x the median cost of the agent's recent
 successful runs, unless a person set the cost budget. The controller enforces that rule and the agent
 page suggests it; both read it from here, so the page never suggests a limit the controller does not
 enforce.
+
+A per-run cap the policy lists in ``extendable_caps`` does not end the run when reached: the
+controller asks a person to extend it (a ``budget_extension`` decision). ``run_budget`` is the one
+place the effective caps of a run are computed (the policy's, plus the extensions approved for that
+run); the caps guard and the run page's meters both read it. Daily caps are never extendable.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from statistics import median
 from typing import Any
 
 from agentops.agents.models import Agent, Policy
+from agentops.approvals.models import Approval, ApprovalStatus, DecisionKind
 from agentops.runs.models import Run, RunStatus
 
 HISTORY_SAMPLE = 100  # the most recent successful runs the median is taken over
@@ -80,6 +87,12 @@ class Budget:
     alarm_iterations: int | None
     alarm_wall_clock_s: int | None
     source: str = "policy"
+    # Extensions a person granted to this run, by cap name (see CAP_FIELDS), already added to the caps.
+    extensions: dict[str, Decimal] = field(default_factory=dict)
+
+    def limit(self, cap: str) -> Any:
+        """The cap's current limit, by the name decisions use ("cost", "tokens", ...)."""
+        return getattr(self, CAP_FIELDS[cap])
 
 
 def effective_budget(policy: Policy) -> Budget:
@@ -104,3 +117,63 @@ def effective_budget(policy: Policy) -> Budget:
             budget.max_cost_usd = history.hard_stop
             budget.source = f"history: median ${history.median:.4f} over {history.runs} runs"
     return budget
+
+
+# The per-run caps by the name decisions and Policy.extendable_caps use: the Budget field, and the
+# measure name the caps guard reports (guardrails/caps.py).
+CAP_FIELDS = {"cost": "max_cost_usd", "tokens": "max_tokens", "tool_calls": "max_tool_calls", "iterations": "max_iterations", "wall_clock": "max_wall_clock_s"}
+CAP_OF_MEASURE = {"cost_usd": "cost", "tokens": "tokens", "tool_calls": "tool_calls", "iterations": "iterations", "wall_clock_s": "wall_clock"}
+_CENT = Decimal("0.01")
+
+
+def approved_extensions(run: Run | int) -> dict[str, Decimal]:
+    """The extensions people approved for this run, summed per cap."""
+    total: dict[str, Decimal] = {}
+    rows = Approval.objects.filter(run=run, kind=DecisionKind.BUDGET_EXTENSION, status=ApprovalStatus.APPROVED).values_list("request", "answer")
+    for request, answer in rows:
+        cap = (request or {}).get("cap")
+        try:
+            amount = Decimal(str(answer).strip())
+        except ArithmeticError:
+            continue  # the write path accepts only amounts > 0; anything else extends nothing
+        if cap in CAP_FIELDS and amount.is_finite() and amount > 0:
+            total[cap] = total.get(cap, Decimal("0")) + amount
+    return total
+
+
+def run_budget(run: Run, policy: Policy | None = None) -> Budget:
+    """The effective caps of one run: the policy's (``effective_budget``) plus the extensions
+    approved for this run only."""
+    budget = effective_budget(policy if policy is not None else run.agent.policy)
+    for cap, amount in approved_extensions(run).items():
+        name = CAP_FIELDS[cap]
+        current = getattr(budget, name)
+        setattr(budget, name, current + amount if isinstance(current, Decimal) else current + int(amount))
+        budget.extensions[cap] = amount
+    return budget
+
+
+def default_extension(cap: str, limit: Any) -> Decimal:
+    """The amount a budget extension proposes: half the cap's current limit (at least one unit)."""
+    if cap == "cost":
+        return max(_CENT, (Decimal(limit) / 2).quantize(_CENT))
+    return Decimal(max(1, int(limit) // 2))
+
+
+# How a person reads each cap's name in a question ("tool-call cap 100 reached ...").
+CAP_LABELS = {"cost": "cost", "tokens": "token", "tool_calls": "tool-call", "iterations": "iteration", "wall_clock": "wall-clock"}
+
+
+def describe_amount(cap: str, value: Any) -> str:
+    """A cap's amount as a person reads it ("$2.00", "120,000", "60 s")."""
+    if cap == "cost":
+        amount = Decimal(value)
+        return f"${amount.quantize(_CENT)}" if amount >= _CENT or not amount else f"${amount}"
+    number = f"{int(Decimal(value)):,}"
+    return f"{number} s" if cap == "wall_clock" else number
+
+
+def extension_question(cap: str, *, limit: Any, used: Any, extend_by: Any) -> str:
+    """What a budget extension asks: "cost cap $2.00 reached (spent $2.01); extend by $1.00?"."""
+    verb = "spent" if cap == "cost" else "used"
+    return f"{CAP_LABELS[cap]} cap {describe_amount(cap, limit)} reached ({verb} {describe_amount(cap, used)}); extend by {describe_amount(cap, extend_by)}?"

@@ -13,15 +13,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import django_q.tasks
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
 from agentops.agents.models import Agent, Policy, ToolGrant
 from agentops.audit.services import audit_record
-from agentops.guardrails.killswitch import kill_switch_engage, kill_switch_engaged, kill_switch_release
+from agentops.guardrails.killswitch import kill_switch_engage, kill_switch_release, person_of
 from agentops.guardrails.models import Drill, DrillStatus
+from agentops.guardrails.stop_state import kill_switch_engaged
+from agentops.llm.prices import DEFAULT_MODEL
+from agentops.runs.controller import execute_run
 from agentops.runs.models import FINAL_STATUSES, Run, RunStatus, Step, StepKind
+from agentops.runs.services import run_create
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +40,6 @@ class DrillRefused(Exception):
 
 
 def drill_agent() -> Agent:
-    from agentops.llm.prices import DEFAULT_MODEL
-
     agent, _ = Agent.objects.get_or_create(
         slug=DRILL_AGENT_SLUG,
         defaults={
@@ -52,8 +55,6 @@ def drill_agent() -> Agent:
 
 
 def _work(run_id: int) -> None:
-    from agentops.runs.controller import execute_run
-
     try:
         execute_run(run_id)
     finally:
@@ -84,7 +85,7 @@ def drill_start(*, actor: AbstractBaseUser | str | None, synthetic_runs: int = 5
     if problem:
         raise DrillRefused(problem)
     synthetic_runs = max(1, min(int(synthetic_runs), 20))
-    drill = Drill.objects.create(started_by=actor if isinstance(actor, AbstractBaseUser) else None, synthetic_runs=synthetic_runs)
+    drill = Drill.objects.create(started_by=person_of(actor), synthetic_runs=synthetic_runs)
     audit_record(actor=actor, action="drill.start", target=drill, detail=f"{synthetic_runs} synthetic runs")
     if enqueue:
         drill_id = drill.pk
@@ -93,10 +94,9 @@ def drill_start(*, actor: AbstractBaseUser | str | None, synthetic_runs: int = 5
 
 
 def _enqueue(drill_id: int) -> None:
-    from django_q.tasks import async_task
-
     try:
-        async_task("agentops.runs.tasks.execute_drill", drill_id, task_name=f"drill-{drill_id}", group="drills")
+        # Looked up on its module at each call: the tests stand a broker in at this boundary.
+        django_q.tasks.async_task("agentops.runs.tasks.execute_drill", drill_id, task_name=f"drill-{drill_id}", group="drills")
     except Exception as exc:
         # The broker is down: say so on the drill rather than leave it "running" with no worker.
         log.warning("drill %s: the task broker refused the job", drill_id, exc_info=True)
@@ -113,8 +113,6 @@ def drill_run(*, actor: AbstractBaseUser | str | None, synthetic_runs: int = 5) 
 
 def drill_execute(drill: Drill, *, actor: AbstractBaseUser | str | None) -> Drill:
     """Rehearse the switch for a recorded drill and record what it measured (on a worker, or inline)."""
-    from agentops.runs.services import run_create
-
     # One conditional UPDATE claims the drill: a duplicate or retried job finds it taken and leaves it alone.
     claimed = Drill.objects.filter(pk=drill.pk, status=DrillStatus.RUNNING, details={}).update(details={"claimed_at": timezone.now().isoformat()})
     if not claimed:

@@ -1,17 +1,31 @@
-"""The global kill switch and the per-agent pause: one write path each, audited."""
+"""The global kill switch and the per-agent pause: one write path each, audited.
+
+Reading the switch (``kill_switch_engaged``) lives with the rest of the stop state
+(``guardrails/stop_state.py``), below the run services that both this module and it use.
+"""
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import transaction
 from django.utils import timezone
 
 from agentops.agents.models import Agent
 from agentops.audit.services import actor_label_of, audit_record
 from agentops.guardrails.models import ControlState
+from agentops.guardrails.stop_state import kill_switch_engaged
 from agentops.live import broadcast
+from agentops.notify import notify
+from agentops.runs.services import halt_runs
+
+__all__ = ["ReasonRequired", "agent_pause", "agent_resume", "control_state", "kill_switch_engage", "kill_switch_engaged", "kill_switch_release", "person_of"]
 
 Actor = AbstractBaseUser | str | None
+
+
+def person_of(actor: Actor) -> User | None:
+    """The signed-in person behind an actor; None for the system or a named process (``"cli"``)."""
+    return actor if isinstance(actor, User) else None
 
 
 class ReasonRequired(ValueError):
@@ -21,11 +35,6 @@ class ReasonRequired(ValueError):
 def control_state() -> ControlState:
     state, _ = ControlState.objects.get_or_create(pk=1)
     return state
-
-
-def kill_switch_engaged() -> bool:
-    # One indexed read of a one-row table: cheap enough to do before every action.
-    return ControlState.objects.filter(pk=1, engaged=True).exists()
 
 
 def kill_switch_engage(*, actor: Actor, reason: str) -> ControlState:
@@ -40,18 +49,14 @@ def kill_switch_engage(*, actor: Actor, reason: str) -> ControlState:
         if not already:
             state.engaged = True
             state.engaged_at = timezone.now()
-            state.engaged_by = actor if isinstance(actor, AbstractBaseUser) else None
+            state.engaged_by = person_of(actor)
             state.engaged_by_label = actor_label_of(actor)
             state.reason = reason
             state.save()
             audit_record(actor=actor, action="kill_switch.engage", target=state, detail=reason)
     if not already:
-        from agentops.runs.services import halt_runs
-
         halt_runs(status="killed", reason=f"kill switch engaged by {state.engaged_by_label}: {reason}")
         broadcast("overview", {"type": "kill_switch.changed", "engaged": True})
-        from agentops.notify import notify
-
         notify(event="kill_switch", subject="Kill switch engaged", text=f"{state.engaged_by_label}: {reason}", path="/")
     return state
 
@@ -65,7 +70,7 @@ def kill_switch_release(*, actor: Actor, reason: str) -> ControlState:
         if state.engaged:
             state.engaged = False
             state.released_at = timezone.now()
-            state.released_by = actor if isinstance(actor, AbstractBaseUser) else None
+            state.released_by = person_of(actor)
             state.released_by_label = actor_label_of(actor)
             state.release_reason = reason
             state.save()
@@ -84,14 +89,12 @@ def agent_pause(*, agent: Agent, actor: Actor, reason: str) -> Agent:
             paused=True,
             paused_reason=reason,
             paused_at=timezone.now(),
-            paused_by=actor if isinstance(actor, AbstractBaseUser) else None,
+            paused_by=person_of(actor),
         )
         if updated:
             audit_record(actor=actor, action="agent.pause", target=agent, detail=reason)
     agent.refresh_from_db()
     if updated:
-        from agentops.runs.services import halt_runs
-
         halt_runs(status="killed", reason=f"agent paused by {actor_label_of(actor)}: {reason}", agent=agent)
     return agent
 

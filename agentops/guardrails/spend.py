@@ -4,6 +4,10 @@ The reservation is what lets the cost cap hold for a call whose price is known o
 ``max_tokens`` is lowered until the call cannot pass the run's cost cap, and the estimate is held
 on the run row (and charged to the day) while the call is in flight. A worker that takes over a run
 whose reservation was never settled charges it as spent (the call may have been answered and billed).
+
+``price_call`` prices the worst case, ``hold`` reserves it on the day and the run row, ``settle_daily``
+charges the day what the call really cost; the model-call step moves the run's counters
+(``Reservation.release``, or ``Reservation.charged`` when nothing says what the call cost).
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.db import transaction
+
 from agentops.guardrails.base import StopRun
+from agentops.guardrails.daily import daily_add, daily_consume
 from agentops.llm.base import count_tokens_estimate
 from agentops.llm.prices import UnknownModelPrice, cost_of
-from agentops.runs.models import RunOutcome, RunStatus
+from agentops.runs.models import Run, RunOutcome, RunStatus
 
 
 @dataclass
@@ -34,6 +41,31 @@ class Reservation:
         if not (self.cost_usd or self.input_tokens or self.output_tokens):
             return {}
         return {"reserved_cost_usd": -self.cost_usd, "reserved_input_tokens": -self.input_tokens, "reserved_output_tokens": -self.output_tokens}
+
+    def charged(self) -> dict[str, Any]:
+        """Counter moves that charge the reservation as spent: a call abandoned in flight, or one a
+        dead worker never recorded, may have been answered and billed."""
+        return {
+            "cost_usd": self.cost_usd,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "model_calls": 1,
+            "iterations": 1,
+            **self.release(),
+        }
+
+    @classmethod
+    def unsettled(cls, run: Run) -> Reservation | None:
+        """The reservation a run row still holds (its worker died with the call in flight), if any."""
+        if not (run.reserved_cost_usd or run.reserved_input_tokens or run.reserved_output_tokens):
+            return None
+        return cls(
+            max_tokens=run.reserved_output_tokens,
+            input_tokens=run.reserved_input_tokens,
+            output_tokens=run.reserved_output_tokens,
+            cost_usd=run.reserved_cost_usd,
+            daily=True,  # the day was charged when it was reserved
+        )
 
 
 def price_call(
@@ -65,3 +97,30 @@ def price_call(
 def daily_delta(reservation: Reservation, actual: Decimal) -> Decimal:
     """What the day still has to be charged (or refunded) once the call's true cost is known."""
     return actual - reservation.cost_usd if reservation.daily else actual
+
+
+def hold(reservation: Reservation, *, run_id: int, lease_owner: str, agent_id: int, daily_cap: Decimal | None) -> bool:
+    """Reserve the call's worst case on the day (within its cost cap) and on the run row, in one
+    transaction, before the call is sent. Raises StopRun when the daily cost cap is reached. False
+    when ``lease_owner`` no longer holds the run: then nothing is held."""
+    if daily_cap is None and not reservation.cost_usd:
+        return True
+    with transaction.atomic():
+        if not daily_consume(agent_id=agent_id, key="cost_usd", amount=reservation.cost_usd, cap=daily_cap):
+            raise StopRun(RunStatus.BUDGET_EXCEEDED, f"daily cost cap ${daily_cap} reached", guard="daily_cost_cap")
+        if reservation.cost_usd and not Run.objects.filter(pk=run_id, lease_owner=lease_owner).update(
+            reserved_cost_usd=reservation.cost_usd,
+            reserved_input_tokens=reservation.input_tokens,
+            reserved_output_tokens=reservation.output_tokens,
+        ):
+            transaction.set_rollback(True)  # the day is not charged for a call this worker will not make
+            return False
+    reservation.daily = True
+    return True
+
+
+def settle_daily(reservation: Reservation, *, agent_id: int, actual: Decimal) -> None:
+    """Charge (or refund) the day the difference between the call's true cost and what was held."""
+    delta = daily_delta(reservation, actual)
+    if delta:
+        daily_add(agent_id=agent_id, key="cost_usd", amount=delta)

@@ -10,7 +10,17 @@ from __future__ import annotations
 from django.db import connection
 
 from agentops.guardrails.base import StopRun
+from agentops.guardrails.models import ControlState
 from agentops.runs.models import RunOutcome, RunStatus
+
+# How often a running tool, a model call in flight or a rate-limit wait polls the stop state.
+STOP_POLL_S = 0.1
+
+
+def kill_switch_engaged() -> bool:
+    """Whether the global kill switch is engaged (its write path is ``guardrails/killswitch.py``)."""
+    # One indexed read of a one-row table: cheap enough to do before every action.
+    return ControlState.objects.filter(pk=1, engaged=True).exists()
 
 
 def stop_from(state: dict[str, bool]) -> StopRun | None:

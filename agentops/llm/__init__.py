@@ -12,6 +12,7 @@ from .base import (
     count_tokens_estimate,
 )
 from .prices import DEFAULT_MODEL, UnknownModelPrice, cost_of, known_models, price_for
+from .scripted import ScriptedPlanner
 
 PLANNER_KINDS = ("anthropic", "scripted")
 
@@ -19,12 +20,10 @@ PLANNER_KINDS = ("anthropic", "scripted")
 def get_planner(kind: str, **kw) -> Planner:
     """``get_planner("anthropic", api_key=...)`` or ``get_planner("scripted", script=path)``."""
     if kind == "anthropic":
-        from .anthropic_planner import AnthropicPlanner
+        from .anthropic_planner import AnthropicPlanner  # lazy: importing the anthropic SDK takes over a second
 
         return AnthropicPlanner(**kw)
     if kind == "scripted":
-        from .scripted import ScriptedPlanner
-
         return ScriptedPlanner(**kw)
     raise ValueError(f"unknown planner kind {kind!r} (expected one of {', '.join(PLANNER_KINDS)})")
 

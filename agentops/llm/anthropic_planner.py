@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 
@@ -66,9 +66,10 @@ class AnthropicPlanner(Planner):
     def _get_client(self) -> anthropic.Anthropic:
         if self._client is None:
             try:
+                # Both settings are read with env_str (agentops/settings.py): a string or None.
                 self._client = anthropic.Anthropic(
-                    api_key=self.api_key or setting("ANTHROPIC_API_KEY"),
-                    base_url=self.base_url or setting("ANTHROPIC_BASE_URL"),
+                    api_key=cast("str | None", self.api_key or setting("ANTHROPIC_API_KEY")),
+                    base_url=cast("str | None", self.base_url or setting("ANTHROPIC_BASE_URL")),
                     timeout=self.timeout_s,
                     max_retries=0,
                 )
@@ -196,6 +197,7 @@ def _with_cache_breakpoint(messages: list[dict]) -> list[dict]:
     if not isinstance(last, dict):
         return messages
     content = last.get("content")
+    blocks: list[dict[str, Any]]
     if isinstance(content, str):
         if not content:
             return messages

@@ -13,6 +13,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 PLANNER_ERROR_KINDS = frozenset(
     {
@@ -35,7 +39,9 @@ PLANNER_ERROR_KINDS = frozenset(
 class ToolCall:
     id: str  # tool_use id from the model
     name: str
-    arguments: dict  # the tool_use input, unvalidated: the model's request is data, never authority
+    # The tool_use input, unvalidated (not even known to be an object): the model's request is
+    # data, never authority.
+    arguments: Any
 
 
 @dataclass
@@ -176,11 +182,6 @@ def count_tokens_estimate(messages: list[dict], system: str = "") -> int:
 def setting(name: str, default: object = None) -> object:
     """A Django setting when settings are available, else ``default``: this package must work
     (and be tested) without Django configured."""
-    try:
-        from django.conf import settings
-        from django.core.exceptions import ImproperlyConfigured
-    except ImportError:
-        return default
     if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
         return default
     try:

@@ -24,8 +24,10 @@ Operators add or override prices with ``settings.AGENTOPS_MODEL_PRICES``:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import cast
 
 from .base import setting
 
@@ -102,8 +104,9 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 }
 
 
-def _settings_overrides() -> dict:
-    return dict(setting("AGENTOPS_MODEL_PRICES") or {})
+def _settings_overrides() -> dict[str, object]:
+    # A mapping of model name to price (the module docstring); each value is checked by _parse_override.
+    return dict(cast("Mapping[str, object]", setting("AGENTOPS_MODEL_PRICES") or {}))
 
 
 def _parse_override(model: str, spec: object) -> ModelPrice:
@@ -142,7 +145,7 @@ def model_retirement(model: str) -> str | None:
     try:
         # The SDK keeps this table in a private module (it warns from it on every call); read it
         # defensively so a reshuffle of the SDK only loses the warning.
-        from anthropic._data import DEPRECATED_MODELS
+        from anthropic._data import DEPRECATED_MODELS  # lazy: importing the anthropic SDK takes over a second
     except ImportError:
         return None
     retires = DEPRECATED_MODELS.get(model)

@@ -8,59 +8,61 @@ alarms, the loop detector; before a new tool call also the daily action caps and
 The model proposes; only the controller disposes.
 
 Where the parts live (see docs/ARCHITECTURE.md): the lease in ``runs/leases.py``, the conversation
-in ``runs/conversation.py``, the planner and a model call it can give up in ``runs/planning.py``,
-one tool call in ``runs/dispatch.py``, each status change in
-``runs/transitions.py``, the guards in ``agentops/guardrails/``.
+in ``runs/conversation.py``, one model turn (its spend reserved and settled) in ``runs/turns.py``,
+the planner and a model call it can give up in ``runs/planning.py``, one tool call in
+``runs/dispatch.py``, each status change in ``runs/transitions.py``, the guards in
+``agentops/guardrails/``, the run's tools in its ``ToolSet`` (``tools/toolset.py``).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from decimal import Decimal
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError
 from django.db.models import F
 from django.utils import timezone
 
 from agentops.agents.models import Agent, Policy, ToolGrant
 from agentops.guardrails.base import StopRun
-from agentops.guardrails.budgets import HISTORY_MIN_RUNS, Budget, cost_history, effective_budget
+from agentops.guardrails.budgets import HISTORY_MIN_RUNS, Budget, cost_history, effective_budget, run_budget
 from agentops.guardrails.caps import RunCaps
-from agentops.guardrails.daily import DailyActionCaps, daily_add, daily_consume
-from agentops.guardrails.loops import Action, LoopDetector, action_key, observation_hash, shape_key
+from agentops.guardrails.daily import DailyActionCaps
+from agentops.guardrails.loops import Action, Detection, LoopDetector, action_key, observation_hash, shape_key
 from agentops.guardrails.rate import RateLimit
-from agentops.guardrails.spend import Reservation, daily_delta, price_call
-from agentops.guardrails.stop_state import StopState
-from agentops.llm.base import PlannerError, context_window, count_tokens_estimate
-from agentops.llm.checks import check_turn, text_only
+from agentops.guardrails.spend import Reservation
+from agentops.guardrails.stop_state import STOP_POLL_S, StopState
+from agentops.llm.base import context_window, count_tokens_estimate
+from agentops.mcp.runtime import tools_for_run
 from agentops.notify import notify
 from agentops.runs import conversation as conv
 from agentops.runs import transitions
-from agentops.runs.conversation import Conversation, PendingCall
+from agentops.runs.conversation import Conversation, LoopMark, PendingCall
+from agentops.runs.decisions import Decisions, WaitForApproval
 from agentops.runs.dispatch import (
     MODEL_OBSERVATION_LIMIT,
     PROGRESS_CHUNK,
     SLOW_TOOL_S,
     Dispatcher,
-    WaitForApproval,
     infrastructure_cause,
 )
 from agentops.runs.leases import Heartbeat, claim_run, worker_identity
 from agentops.runs.models import Artifact, Run, RunOutcome, RunStatus, Step, StepKind
-from agentops.runs.planning import CallAbandoned, call_watched, make_planner
 from agentops.runs.steps import LeaseLost, steps_record
+from agentops.runs.turns import MAX_UNUSABLE_TURNS, ModelTurns
 from agentops.runs.workspace import RunServices
-from agentops.tools.registry import Tool, get_tool
+from agentops.tools.registry import Tool
+from agentops.tools.toolset import ToolSet
 
 # Names other modules and the tests know the controller by; each now lives where its concept does.
 __all__ = [
     "HISTORY_MIN_RUNS",
+    "MAX_UNUSABLE_TURNS",
     "MODEL_OBSERVATION_LIMIT",
     "PROGRESS_CHUNK",
     "SLOW_TOOL_S",
+    "STOP_POLL_S",
     "Budget",
     "Heartbeat",
     "PendingCall",
@@ -80,20 +82,6 @@ log = logging.getLogger(__name__)
 
 # Compact the conversation when it passes this share of the model's context window.
 COMPACTION_THRESHOLD = 0.7
-# How often a running tool polls for stop requests (kill switch, pause, cancel, lease).
-STOP_POLL_S = 0.1
-# Consecutive model turns the controller could not act on (malformed or cut off) before it stops.
-MAX_UNUSABLE_TURNS = 3
-# Planner failures that say the model API could not be reached, as opposed to a refused request.
-_INFRA_PLANNER_KINDS = frozenset({"connection", "timeout", "server_error", "overloaded", "rate_limited"})
-
-
-class AbandonedCall(Exception):
-    """A model call in flight was given up because the run must stop."""
-
-    def __init__(self, stop: StopRun) -> None:
-        super().__init__(stop.reason)
-        self.stop = stop
 
 
 def execute_run(run_id: int, owner: str | None = None) -> str:
@@ -111,8 +99,9 @@ class RunLoop:
         self.agent: Agent = run.agent
         self.policy: Policy = run.agent.policy
         self.owner = owner
-        self.budget = effective_budget(self.policy)
+        self.budget = run_budget(run, self.policy)  # the policy's caps and the extensions a person granted this run
         self.grants: dict[str, ToolGrant] = {g.tool: g for g in self.agent.grants.all()}
+        self.tools = ToolSet()  # the global tools; a run's own ones (MCP) are added to it
         self.services = RunServices(run)
         self.heartbeat = Heartbeat(run.pk, owner)
         self.segment_started = time.monotonic()
@@ -124,6 +113,8 @@ class RunLoop:
         self.daily_caps = DailyActionCaps(self.agent.pk, self.policy.daily_action_caps)
         self.rate = RateLimit(self.policy.rate_limit_per_minute)
         self.dispatch = Dispatcher(self)
+        self.turns = ModelTurns(self)
+        self.decisions = Decisions(self)
         self.effects = 0  # side-effecting calls that succeeded
         self.succeeded_calls = 0
         self.run_result: dict[str, Any] = dict(run.result or {})
@@ -131,10 +122,6 @@ class RunLoop:
         # when the call it interrupted returns.
         self.polled_stop: StopRun | None = None
         self._last_stop_poll = 0.0
-        self._loop_thread = threading.get_ident()
-        self._abandon = threading.Event()  # set when a model call in flight is given up
-        self._tool_definitions: list[dict[str, Any]] | None = None
-        self.planner = self._make_planner()
 
     # The conversation's state under the names the tests and tools have always read.
     @property
@@ -165,7 +152,9 @@ class RunLoop:
         self.heartbeat.start()
         try:
             self.rebuild()
-            self.reconcile_reservation()
+            self.decisions.on_resume()
+            self.turns.reconcile_reservation()
+            self.open_run_tools()
             self.loop()
             return "finished"
         except WaitForApproval:
@@ -196,6 +185,20 @@ class RunLoop:
                 log.warning("run %s: active time not saved (database unavailable)", self.run.pk)
             self.services.close()
 
+    def open_run_tools(self) -> None:
+        """The tools of the agent's MCP servers, for this run only: started now (a sandboxed server
+        inside this run's sandbox), closed with the run. A granted tool the server no longer offers
+        as granted (changed, gone, or its server failed) is left out, and a guardrail step says why;
+        the model never sees it."""
+        tools, refusals, close = tools_for_run(
+            agent=self.agent, grants=self.grants.values(), sandbox_factory=self.services.sandbox, should_stop=self.should_stop
+        )
+        self.services.add_close_hook(close)
+        for tool in tools:
+            self.tools.add(tool)
+        if refusals:
+            self.record_many([{"kind": StepKind.GUARDRAIL, "payload": {"guard": "mcp_tools", "reason": reason, "stops_run": False}} for reason in refusals])
+
     def _save_active_time(self) -> None:
         elapsed = time.monotonic() - self.segment_started
         Run.objects.filter(pk=self.run.pk).update(active_seconds=F("active_seconds") + elapsed)
@@ -218,7 +221,14 @@ class RunLoop:
 
     def stop(self, stop: StopRun) -> str:
         """Every stop explains itself: a guardrail step, unless the step that stopped the run was
-        just written, then the final status with its outcome."""
+        just written, then the final status with its outcome. A per-run cap a person may extend
+        asks them first (the run waits)."""
+        try:
+            stop = self.decisions.extend_or_stop(stop)
+        except WaitForApproval:
+            return "waiting"
+        except LeaseLost:
+            return "lease-lost"
         outcome = stop.final_outcome
         try:
             if not stop.recorded:
@@ -272,9 +282,6 @@ class RunLoop:
     def record(self, kind: str, payload: dict[str, Any], counters: dict[str, Any] | None = None, **fields: Any) -> Step:
         return self.record_many([{"kind": kind, "payload": payload, **fields}], counters)[0]
 
-    def _make_planner(self) -> Any:
-        return make_planner(self.run, self.agent, sleep=self._retry_sleep)
-
     # --- conversation memory ----------------------------------------------------------------
 
     def rebuild(self) -> None:
@@ -288,6 +295,9 @@ class RunLoop:
         self.conversation = rebuilt = conv.rebuild(steps, whole, self.run.context or {})
         self.rate.started.extend(rebuilt.tool_times)
         for seen in rebuilt.observations:
+            if isinstance(seen, LoopMark):  # a detection the controller resolved there (nudge, question, continue)
+                self.loops.resolved(Detection.from_payload(seen.detection), reset=seen.escalation == "continue")
+                continue
             self.tally(seen.is_error, seen.refused, seen.effect)
             if seen.call is not None and seen.counts_for_loops:
                 key = action_key(seen.call.name, seen.call.arguments)
@@ -312,7 +322,7 @@ class RunLoop:
             )
 
     def maybe_compact(self) -> None:
-        if self.planner.kind == "scripted":
+        if self.turns.planner.kind == "scripted":
             # A script replays turns by counting the assistant messages it is shown; compaction
             # would rewind it. Scripted runs are short by construction.
             return
@@ -326,35 +336,6 @@ class RunLoop:
         self.record(StepKind.COMPACTION, {"summary": done.summary, "compacted_messages": done.compacted_messages, "kept_messages": done.kept_messages})
         memory.messages = done.messages
 
-    def reconcile_reservation(self) -> None:
-        """A model call reserved by a worker that died before recording it: it may have been
-        answered and billed, so the reservation is charged to the run as spent (the day was
-        charged when it was reserved) and a step says so."""
-        run = self.run
-        if not (run.reserved_cost_usd or run.reserved_input_tokens or run.reserved_output_tokens):
-            return
-        self.record(
-            StepKind.GUARDRAIL,
-            {
-                "guard": "unsettled_model_call",
-                "reason": "a model call was in flight when its worker stopped; its reserved estimate is charged as spent",
-                "cost_usd": str(run.reserved_cost_usd),
-                "input_tokens": run.reserved_input_tokens,
-                "output_tokens": run.reserved_output_tokens,
-            },
-            counters={
-                "cost_usd": run.reserved_cost_usd,
-                "input_tokens": run.reserved_input_tokens,
-                "output_tokens": run.reserved_output_tokens,
-                "model_calls": 1,
-                "iterations": 1,
-                "reserved_cost_usd": -run.reserved_cost_usd,
-                "reserved_input_tokens": -run.reserved_input_tokens,
-                "reserved_output_tokens": -run.reserved_output_tokens,
-            },
-        )
-        self.check_caps(moment="after")
-
     # --- the loop ----------------------------------------------------------------------------
 
     def loop(self) -> None:
@@ -367,240 +348,13 @@ class RunLoop:
                 return
             self.check_guards(before="model")
             self.maybe_compact()
-            self.model_turn()
+            self.turns.take()
 
     def handle_tool_call(self, call: PendingCall) -> None:
         self.dispatch.handle(call)
 
     def flush_tool_call(self) -> None:
         self.dispatch.flush_tool_call()
-
-    def tool_definition(self, name: str) -> dict[str, Any] | None:
-        tool = get_tool(name)
-        if tool is None or self.agent.trust_phase < tool.min_trust_phase:
-            return None
-        return tool.definition()
-
-    # --- the model turn ----------------------------------------------------------------------
-
-    def model_turn(self) -> None:
-        remaining_tokens = self.budget.max_tokens - self.run.total_tokens
-        max_tokens = max(1, min(int(self.agent.config.get("max_output_tokens", 4096)), remaining_tokens))
-        if self._tool_definitions is None:  # grants are fixed for the life of this worker's turn at the run
-            self._tool_definitions = [t for t in (self.tool_definition(name) for name in sorted(self.grants)) if t is not None]
-        tools = self._tool_definitions
-        reservation = self.reserve(max_tokens, tools)
-        max_tokens = reservation.max_tokens
-        try:
-            turn = self.call_planner(
-                system=self.agent.objective,
-                messages=self.conversation.messages,
-                tools=tools,
-                model=self.agent.model,
-                max_tokens=max_tokens,
-            )
-        except AbandonedCall as gone:
-            # The call may still be answered and billed: the reservation is charged as spent.
-            self.record(
-                StepKind.ERROR,
-                {"kind": "abandoned_model_call", "error": f"the model call in flight was abandoned: {gone.stop.reason}", "cost_usd": str(reservation.cost_usd)},
-                counters={
-                    "cost_usd": reservation.cost_usd,
-                    "input_tokens": reservation.input_tokens,
-                    "output_tokens": reservation.output_tokens,
-                    "model_calls": 1,
-                    "iterations": 1,
-                    **reservation.release(),
-                },
-            )
-            raise gone.stop from None
-        except PlannerError as exc:
-            # Nothing was answered, so nothing was billed: the reservation is released with the step.
-            with transaction.atomic():
-                self.settle_daily(reservation, Decimal("0"))
-                self.record(StepKind.ERROR, {"error": str(exc), "kind": exc.kind, "status": exc.status}, counters=reservation.release())
-            if exc.kind == "budget_stop" and self.polled_stop is not None:
-                raise self.polled_stop from None
-            outcome = RunOutcome.INFRASTRUCTURE if exc.kind in _INFRA_PLANNER_KINDS else RunOutcome.ERROR
-            raise StopRun(RunStatus.FAILED, f"model call failed: {exc.kind}: {exc}", outcome=outcome, recorded=True) from None
-
-        check = check_turn(turn.content, turn.stop_reason, seen_ids=self.conversation.seen_call_ids)
-        problems = list(turn.usage_problems) + check.problems
-        usable = not problems and not check.truncated
-        tokens = {
-            "input_tokens": turn.input_tokens,
-            "output_tokens": turn.output_tokens,
-            "cache_read_tokens": turn.cache_read_tokens,
-            "cache_write_tokens": turn.cache_write_tokens,
-        }
-        cost = turn.cost_usd
-        if turn.usage_problems:
-            # The answer's own count cannot be believed: charge what was reserved for it.
-            tokens = {"input_tokens": reservation.input_tokens, "output_tokens": reservation.output_tokens, "cache_read_tokens": 0, "cache_write_tokens": 0}
-            cost = reservation.cost_usd
-        calls: list[dict[str, Any]] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in check.calls] if usable else []
-        content = check.content if usable else text_only(check.content)
-        payload: dict[str, Any] = {
-            "text": turn.text,
-            "tool_calls": calls,
-            "content": content or [{"type": "text", "text": "(empty)"}],
-            "stop_reason": turn.stop_reason if isinstance(turn.stop_reason, str) else str(turn.stop_reason),
-            "scripted": turn.scripted,
-            "planner": self.planner.kind,
-            "cache_read_tokens": tokens["cache_read_tokens"],
-            "cache_write_tokens": tokens["cache_write_tokens"],
-        }
-        items: list[dict[str, Any]] = [
-            {
-                "kind": StepKind.MODEL_CALL,
-                "payload": payload,
-                "model_id": turn.model[:100] if isinstance(turn.model, str) else "",
-                "input_tokens": tokens["input_tokens"],
-                "output_tokens": tokens["output_tokens"],
-                "cost_usd": cost,
-                "latency_ms": max(0, min(int(turn.latency_ms or 0), 2**31 - 1)),
-            }
-        ]
-        stop: StopRun | None = None
-        if check.dropped:
-            payload["dropped_blocks"] = check.dropped
-            items.append(
-                {
-                    "kind": StepKind.ERROR,
-                    "payload": {"kind": "unknown_content", "error": f"content blocks the API does not accept back were dropped: {check.dropped[:10]}"},
-                }
-            )
-        if not usable:
-            if problems:
-                kind, what = "malformed_output", "was malformed: " + "; ".join(problems[:10])
-            else:
-                kind, what = "truncated", f"was cut off ({turn.stop_reason}) at {max_tokens} output tokens"
-            payload["rejected"] = kind
-            payload["controller_note"] = (
-                f"[controller] Your previous turn {what}. None of its tool calls were executed. "
-                "Answer again, shorter if it was cut off, with complete, valid tool calls."
-            )[:4000]
-            items.append(
-                {
-                    "kind": StepKind.ERROR,
-                    "payload": {"kind": kind, "error": f"the model's turn {what}", "problems": problems[:20], "tool_calls_not_executed": len(check.calls)},
-                }
-            )
-            if self.conversation.unusable_turns + 1 >= MAX_UNUSABLE_TURNS:
-                outcome = RunOutcome.MALFORMED_OUTPUT if problems else RunOutcome.TRUNCATED
-                stop = StopRun(RunStatus.FAILED, f"{MAX_UNUSABLE_TURNS} model turns in a row could not be used ({kind})", guard="model_output", outcome=outcome)
-        elif turn.stop_reason == "refusal":
-            calls = payload["tool_calls"] = []
-            stop = StopRun(RunStatus.FAILED, "the model refused to continue (stop_reason refusal)", guard="model_output", outcome=RunOutcome.MODEL_REFUSED)
-        counters = {**tokens, "cost_usd": cost, "model_calls": 1, "iterations": 1, **reservation.release()}
-        if daily_delta(reservation, cost):
-            # The day and the run are settled together, or neither is (then takeover reconciles).
-            with transaction.atomic():
-                self.settle_daily(reservation, cost)
-                self.record_many(items, counters=counters)
-        else:  # the common scripted case: one statement, no transaction block
-            self.record_many(items, counters=counters)
-        self.conversation.add_turn(
-            payload["content"], turn.text, [PendingCall(c["id"], c["name"], c["arguments"]) for c in calls], None if usable else payload["controller_note"]
-        )
-        if stop is not None:
-            raise stop
-        # Crossing a cap with this very call stops the run before anything it asked for happens.
-        self.check_caps(moment="after")
-
-    def call_planner(self, **kw: Any) -> Any:
-        """One model turn. A scripted planner answers at once, in this thread. A real model call
-        runs in a helper thread while this one keeps watching the stop conditions: the kill switch,
-        a person's Stop or the wall-clock cap give the call up within STOP_POLL_S instead of
-        waiting for the API. The helper never touches the database: its retry callbacks are
-        answered here."""
-        if self.planner.kind == "scripted":
-            return self.planner.next_turn(**kw, on_retry=self.on_retry)
-        abandon = self._abandon = threading.Event()
-        try:
-            return call_watched(
-                self.planner.next_turn,
-                kw,
-                on_retry=self.on_retry,
-                should_stop=lambda: self.should_stop(force=True),
-                abandon=abandon,
-                poll_s=STOP_POLL_S,
-                name=f"model-call-{self.run.pk}",
-            )
-        except CallAbandoned:
-            raise AbandonedCall(self.polled_stop or StopRun(RunStatus.KILLED, "stopped", guard="stop")) from None
-
-    def _retry_sleep(self, seconds: float) -> None:
-        """The planner's backoff (an endpoint's retry-after included) is the controller's time: the
-        kill switch, a person's Stop and the wall-clock cap end it at once."""
-        if threading.get_ident() != self._loop_thread:
-            # In the helper thread of call_planner: the loop's thread watches the stop conditions
-            # and sets the event when the call is given up.
-            if self._abandon.wait(max(0.0, seconds)):
-                raise PlannerError("stopped while waiting to retry", kind="budget_stop")
-            return
-        deadline = time.monotonic() + max(0.0, seconds)
-        while True:
-            if self.should_stop(force=True):
-                raise PlannerError(f"stopped while waiting to retry: {self.polled_stop.reason if self.polled_stop else ''}", kind="budget_stop")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(0.2, left))
-
-    def on_retry(self, info: Any) -> bool:
-        """Called by the planner before each retry: recorded, counted, and a chance to stop."""
-        self.record(
-            StepKind.RETRY,
-            {"attempt": info.attempt, "status": info.status, "error": info.error, "wait_s": info.wait_s},
-            counters={"model_calls": 1, "iterations": 1},
-        )
-        try:
-            self.check_guards(before="model")
-        except StopRun as stop:
-            self.polled_stop = stop
-            return False
-        return True
-
-    # --- model spend: reserved before the call, settled with its step, reconciled on takeover ---
-
-    def reserve(self, max_tokens: int, tools: list[dict[str, Any]]) -> Reservation:
-        """Reserve the call's worst case on the run and the day, in one transaction, before it is
-        sent; lower max_tokens so that the call cannot pass the run's cost cap."""
-        cap = self.policy.daily_max_cost_usd
-        if self.run.planner_kind == "scripted":
-            reservation = Reservation(max_tokens=max_tokens)
-        else:
-            reservation = price_call(
-                model=self.agent.model,
-                messages=self.conversation.messages,
-                system=self.agent.objective,
-                tools=tools,
-                max_tokens=max_tokens,
-                cap_usd=self.budget.max_cost_usd,
-                spent_usd=self.run.cost_usd,
-            )
-        if cap is None and not reservation.cost_usd:
-            return reservation
-        with transaction.atomic():
-            if not daily_consume(agent_id=self.agent.pk, key="cost_usd", amount=reservation.cost_usd, cap=cap):
-                raise StopRun(RunStatus.BUDGET_EXCEEDED, f"daily cost cap ${cap} reached", guard="daily_cost_cap")
-            reservation.daily = True
-            if reservation.cost_usd and not Run.objects.filter(pk=self.run.pk, lease_owner=self.owner).update(
-                reserved_cost_usd=reservation.cost_usd,
-                reserved_input_tokens=reservation.input_tokens,
-                reserved_output_tokens=reservation.output_tokens,
-            ):
-                raise LeaseLost(f"run {self.run.pk}")
-        self.run.reserved_cost_usd = reservation.cost_usd
-        self.run.reserved_input_tokens = reservation.input_tokens
-        self.run.reserved_output_tokens = reservation.output_tokens
-        return reservation
-
-    def settle_daily(self, reservation: Reservation, actual: Decimal) -> None:
-        delta = daily_delta(reservation, actual)
-        if delta:
-            daily_add(agent_id=self.agent.pk, key="cost_usd", amount=delta)
 
     # --- guards ------------------------------------------------------------------------------
 
@@ -615,10 +369,9 @@ class RunLoop:
             raise stop
         new_call = call is not None and call.id not in self.conversation.recorded_tool_calls
         self.check_caps(moment=before if (before == "model" or new_call) else "after")
-        reason = self.loops.check(action_key(call.name, call.arguments) if new_call and call else None)
-        if reason:
-            self.record(StepKind.GUARDRAIL, {"guard": "loop_detector", "reason": reason})
-            raise StopRun(RunStatus.FAILED, f"loop detected: {reason}", guard="loop_detector", recorded=True)
+        detection = self.loops.detect(action_key(call.name, call.arguments) if new_call and call else None)
+        if detection:
+            self.decisions.loop_detected(detection, call if new_call else None)  # nudge, ask a person, or stop
 
     def check_caps(self, moment: str = "after") -> None:
         """moment: "model" (a model call is next), "tool" (a new tool call is next) or "after"
@@ -629,7 +382,7 @@ class RunLoop:
         if verdict.cap is not None:
             name, value, cap = verdict.cap.measure, verdict.cap.value, verdict.cap.limit
             self.record(StepKind.GUARDRAIL, {"guard": "budget", "measure": name, "value": str(value), "cap": str(cap), "source": self.budget.source})
-            raise StopRun(RunStatus.BUDGET_EXCEEDED, f"{name} cap reached: {value} of {cap}", guard="budget", recorded=True)
+            raise StopRun(RunStatus.BUDGET_EXCEEDED, f"{name} cap reached: {value} of {cap}", guard="budget", recorded=True, payload={"measure": name})
 
     def raise_alarm(self, name: str, value: Any, threshold: Any) -> None:
         Run.objects.filter(pk=self.run.pk).update(alarms_raised=self.caps.mark_raised(name))

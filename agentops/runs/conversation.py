@@ -51,6 +51,15 @@ class Observation:
     rejected: bool
 
 
+@dataclass(frozen=True)
+class LoopMark:
+    """The controller resolved a loop detection without stopping, at this point of the trace (a nudge,
+    a question to a person, a person's "continue"): replayed to the loop detector in order."""
+
+    escalation: str  # "nudge", "ask" or "continue"
+    detection: dict[str, Any]  # guardrails.loops.Detection.as_payload()
+
+
 @dataclass
 class Conversation:
     """The messages the model is shown, and what the controller knows about the turns in them."""
@@ -66,7 +75,8 @@ class Conversation:
     recorded_tool_calls: set[str] = field(default_factory=set)  # tool_call steps written
     observed: set[str] = field(default_factory=set)  # observation steps written
     tool_times: list[float] = field(default_factory=list)  # when each recorded tool call started
-    observations: list[Observation] = field(default_factory=list)  # replayed by the rebuild only
+    # Replayed by the rebuild only: the observations, and the loop detections resolved between them.
+    observations: list[Observation | LoopMark] = field(default_factory=list)
 
     def add_turn(self, content: list[dict[str, Any]], text: str, calls: list[PendingCall], note: str | None) -> None:
         """A model turn the controller just recorded; ``note``: the controller's answer to an unusable turn."""
@@ -80,6 +90,14 @@ class Conversation:
         self.last_turn_calls = calls
         self.seen_call_ids.update(c.id for c in calls)
         self.last_turn_final = not calls and not note
+
+    def add_note(self, text: str) -> None:
+        """A message of the controller's own to the model (a loop nudge), after the last results."""
+        last = self.messages[-1] if self.messages else None
+        if last and last["role"] == "user" and isinstance(last["content"], list):
+            last["content"].append({"type": "text", "text": text})
+        else:
+            self.messages.append({"role": "user", "content": [{"type": "text", "text": text}]})
 
     def add_result(self, tool_use_id: str, text: str, is_error: bool) -> None:
         """An observation the controller just recorded: joins the results of the same turn."""
@@ -157,9 +175,13 @@ def rebuild(steps: Iterable[StepData], whole: Mapping[tuple[Any, str], str], con
             conv.observed.add(tool_use_id)
             is_error = bool(p.get("is_error"))
             results.append(tool_result_block(tool_use_id, text, is_error))
+            ran = calls_by_id.get(tool_use_id)
+            if ran is not None and isinstance(p.get("edited_arguments"), dict):
+                # A person edited the call before approving it: the call that ran is the edited one.
+                ran = PendingCall(ran.id, ran.name, p["edited_arguments"])
             conv.observations.append(
                 Observation(
-                    call=calls_by_id.get(tool_use_id),
+                    call=ran,
                     text=text,
                     is_error=is_error,
                     refused=p.get("refused"),
@@ -168,6 +190,15 @@ def rebuild(steps: Iterable[StepData], whole: Mapping[tuple[Any, str], str], con
                     rejected=p.get("approval") == "rejected",
                 )
             )
+        elif step.kind == StepKind.GUARDRAIL and p.get("guard") == "loop_detector" and p.get("escalation") in ("nudge", "ask", "continue"):
+            conv.observations.append(LoopMark(p["escalation"], dict(p.get("detection") or {})))
+            if p["escalation"] == "nudge" and not p.get("tool_call_id") and p.get("note"):
+                # A nudge before a model call is a message of its own (one at a tool call is that call's observation).
+                flush_results()
+                if messages and messages[-1]["role"] == "user" and isinstance(messages[-1]["content"], list):
+                    messages[-1]["content"].append({"type": "text", "text": p["note"]})
+                else:
+                    messages.append({"role": "user", "content": [{"type": "text", "text": p["note"]}]})
         elif step.kind == StepKind.COMPACTION:
             flush_results()
             kept = int(p.get("kept_messages", 0))

@@ -1,14 +1,18 @@
 """One tool call, from the model's request to the observation it gets back.
 
 In order: the run's guards (through the controller, the same check as before a model call), the
-call's own checks (a known tool, a grant, a valid scope, the trust phase, valid arguments), the
-daily action caps and the rate limit, the approval gate, the ledger (a side-effecting call is
-recorded before it acts, so a retry never acts twice), the execution with its infrastructure
-retries, and the observation. Every refusal is an observation the model reads, never a crash.
+call's own checks (``runs/calls.py``: a known tool, a grant, a valid scope, the trust phase, valid
+arguments), the daily action caps and the rate limit, the approval gate (a person may approve the
+call as it is, or with arguments they edited, which get the same checks again before it runs), the
+ledger (a side-effecting call is recorded before it acts, so a retry never acts twice), the
+execution with its infrastructure retries, and the observation. ``ask_person`` is carried out here:
+its question is a decision the run waits for, and the answer is its observation. Every refusal is
+an observation the model reads, never a crash.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -22,19 +26,19 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agentops.agents.models import ApprovalOverride, ToolGrant
-from agentops.approvals.models import Approval, ApprovalStatus
-from agentops.approvals.services import approval_request
+from agentops.approvals.models import Approval, ApprovalStatus, DecisionKind
 from agentops.guardrails.base import StopRun
 from agentops.guardrails.loops import action_key
-from agentops.notify import notify
 from agentops.redaction import redact, redact_text
-from agentops.runs import transitions
+from agentops.runs.calls import Refusal, call_refusal, validate_call
 from agentops.runs.conversation import PendingCall
+from agentops.runs.decisions import LoopNudge
 from agentops.runs.models import ExecutionStatus, Run, RunOutcome, RunStatus, StepKind, ToolExecution
 from agentops.runs.steps import LeaseLost
 from agentops.runs.workspace import RunServices
 from agentops.sandbox.base import PathRejected, SandboxError
-from agentops.tools.registry import ScopeViolation, Tool, ToolContext, ToolError, ToolResult, get_tool
+from agentops.tools.ask import ASK_PERSON, approver_group_of, question_request
+from agentops.tools.registry import ScopeViolation, Tool, ToolContext, ToolError, ToolResult
 
 if TYPE_CHECKING:
     from agentops.runs.controller import RunLoop
@@ -47,10 +51,6 @@ PROGRESS_CHUNK = 8000
 MODEL_OBSERVATION_LIMIT = 20_000
 # A read-only call still running after this long gets its tool_call step written at once.
 SLOW_TOOL_S = 0.05
-
-
-class WaitForApproval(Exception):
-    """The run now waits for a person (its status was moved to waiting_approval); the worker is freed."""
 
 
 # Exceptions that say the network failed, wherever they were raised from.
@@ -104,17 +104,31 @@ def sandbox_failure(exc: BaseException) -> str | None:
     return None
 
 
-def is_effect(tool_name: str, is_error: bool, refused: str | None, data: dict[str, Any] | None) -> bool:
+def is_effect(tool: Tool | None, is_error: bool, refused: str | None, data: dict[str, Any] | None) -> bool:
     """A successful action whose effect outlives the run's disposable sandbox (a tool that
     only changed the workspace reports its diff, and a diff nobody publishes achieves nothing)."""
     if is_error or refused:
         return False
-    tool = get_tool(tool_name)
     return tool is not None and tool.side_effecting and not (data and "workspace_diff" in data)
 
 
 def approval_needed_statically(tool: Tool, grant: ToolGrant) -> bool:
     return grant.approval == ApprovalOverride.ALWAYS or tool.risk_class == "irreversible"
+
+
+def edited_prefix(call: PendingCall) -> str:
+    """How an observation of an edited call begins: the model learns what actually ran."""
+    return f"A person edited this call before approving it; the call that ran: {call.name}({json.dumps(call.arguments, sort_keys=True, default=str)})"
+
+
+@dataclass
+class Gate:
+    """What the approval gate decided: go on (with the edited call, if a person edited it), or refuse
+    with an observation (and then, if ``halt``, stop the run)."""
+
+    refusal: tuple[str, str] | None = None  # (observation text, kind)
+    edited: Approval | None = None
+    halt: StopRun | None = None
 
 
 class WatchedServices:
@@ -207,7 +221,7 @@ class Dispatcher:
             payload["refused"] = refused
         if extra:
             payload.update(extra)
-        effect = is_effect(call.name, is_error, refused, data)
+        effect = is_effect(loop.tools.get(call.name), is_error, refused, data)
         if effect:
             payload["effect"] = True
         if data:
@@ -233,26 +247,24 @@ class Dispatcher:
 
     # --- one call ------------------------------------------------------------------------------
 
+    def refuse_call(self, call: PendingCall, refusal: Refusal) -> None:
+        if refusal.guard == "invalid_arguments":
+            return self.observe(call, refusal.observation, is_error=True, refused="invalid_arguments")
+        return self.refuse(call, refusal.guard, refusal.reason)
+
     def handle(self, call: PendingCall) -> None:
         loop = self.loop
-        loop.check_guards(before="tool", call=call)
-        tool = get_tool(call.name)
-        if tool is None:
-            return self.refuse(call, "unknown_tool", f"there is no tool named {call.name!r}")
+        try:
+            loop.check_guards(before="tool", call=call)
+        except LoopNudge as nudge:
+            # The call does not run: its observation is the controller's message about the loop.
+            return self.observe(call, nudge.text, is_error=True, refused="loop_detector", counts_for_loops=False, before=[nudge.step])
+        tool = loop.tools.get(call.name)
         grant = loop.grants.get(call.name)
-        if grant is None:
-            return self.refuse(call, "no_grant", f"this agent has no grant for {call.name!r}")
-        scope_errors = tool.scope_errors(grant.scope)
-        if scope_errors:
-            # An unparsable scope means we do not know the boundary: fail closed.
-            return self.refuse(call, "bad_scope", "the grant's scope is invalid: " + "; ".join(scope_errors))
-        if loop.agent.trust_phase < tool.min_trust_phase:
-            return self.refuse(call, "trust_phase", f"{call.name} needs trust phase {tool.min_trust_phase}; this agent is at phase {loop.agent.trust_phase}")
-        if not isinstance(call.arguments, dict):
-            return self.observe(call, "Invalid arguments: expected a JSON object", is_error=True, refused="invalid_arguments")
-        arg_errors = tool.argument_errors(call.arguments)
-        if arg_errors:
-            return self.observe(call, "Invalid arguments, the tool did not run:\n" + "\n".join(arg_errors), is_error=True, refused="invalid_arguments")
+        refusal = call_refusal(name=call.name, tool=tool, grant=grant, agent=loop.agent, arguments=call.arguments)
+        if refusal is not None:
+            return self.refuse_call(call, refusal)
+        assert tool is not None and grant is not None  # call_refusal refuses a call without them
 
         resumed = call.id in loop.conversation.recorded_tool_calls
         if not resumed:
@@ -283,42 +295,133 @@ class Dispatcher:
             # if the worker dies meanwhile, repeating a read harms nothing.
             if tool.side_effecting or approval_needed_statically(tool, grant):
                 self.flush_tool_call()
-        decision = self.approval_gate(call, tool, grant, ctx, resumed=resumed)
-        if decision is not None:
-            text, kind = decision
+        if tool.name == ASK_PERSON:
+            return self.ask_person(call, tool, grant, resumed=resumed)
+        gate = self.approval_gate(call, tool, grant, ctx, resumed=resumed)
+        if gate.refusal is not None:
+            text, kind = gate.refusal
             if kind == "rejected":
                 loop.loops.rejected(call.name, action_key(call.name, call.arguments))
-            return self.observe(call, text, is_error=True, refused=f"approval_{kind}", extra={"approval": kind})
+            self.observe(call, text, is_error=True, refused=f"approval_{kind}", extra={"approval": kind})
+            if gate.halt is not None:
+                raise gate.halt
+            return
+        prefix, extra = "", None
+        if gate.edited is not None:
+            edited = self.edited_call(call, tool, grant, gate.edited, key)
+            if edited is None:
+                return
+            call, prefix = edited, edited_prefix(edited) + "\n\n"
+            extra = {"edited_arguments": edited.arguments, "edited_by": gate.edited.decided_by_label}
         executed = self.execute_with_ledger(call, tool, ctx, watched)
         result = executed.result
         if loop.polled_stop is not None:
-            self.observe(call, f"Cancelled: {loop.polled_stop.reason}", is_error=True, counts_for_loops=False)
+            self.observe(call, prefix + f"Cancelled: {loop.polled_stop.reason}", is_error=True, counts_for_loops=False, extra=extra)
             raise loop.polled_stop
         if result.data.get("run_result"):
             loop.run_result.update(result.data["run_result"])
             Run.objects.filter(pk=loop.run.pk).update(result=loop.run_result)
         infra = executed.infra_stop is not None or bool(result.data.get("infrastructure"))
-        self.observe(call, result.output, is_error=result.is_error, data=result.data, refused=executed.refusal, counts_for_loops=not infra)
+        self.observe(
+            call,
+            prefix + result.output,
+            is_error=result.is_error,
+            data=result.data,
+            refused=executed.refusal,
+            counts_for_loops=not (infra or tool.waits),
+            extra=extra,
+        )
         if executed.infra_stop is not None:
             raise executed.infra_stop
 
+    def edited_call(self, call: PendingCall, tool: Tool, grant: ToolGrant, approval: Approval, key: str) -> PendingCall | None:
+        """The call a person approved with arguments of their own: checked again exactly as a
+        model's call is (fail closed: refused if not valid now), and recorded with both versions."""
+        loop = self.loop
+        edited = PendingCall(call.id, call.name, approval.edited_arguments)
+        errors = validate_call(run=loop.run, tool_name=call.name, arguments=edited.arguments, tools=loop.tools, grants=loop.grants)
+        if errors:
+            self.refuse(call, "edited_arguments", "the arguments a person edited are not valid, so the call did not run: " + "; ".join(errors))
+            return None
+        loop.record(
+            StepKind.TOOL_CALL,
+            {
+                "tool": call.name,
+                "tool_call_id": call.id,
+                "arguments": edited.arguments,
+                "original_arguments": call.arguments,
+                "edited_by": approval.decided_by_label,
+                "approval_id": approval.pk,
+                "idempotency_key": key,
+                "risk_class": tool.risk_class,
+            },
+        )
+        return edited
+
+    # --- ask_person ----------------------------------------------------------------------------
+
+    def ask_person(self, call: PendingCall, tool: Tool, grant: ToolGrant, *, resumed: bool) -> None:
+        """The agent asks a person: the question becomes a decision and the run waits; the answer
+        (data, like any tool's output) is the call's observation."""
+        loop = self.loop
+        existing = Approval.objects.filter(run=loop.run, tool_call_id=call.id).first() if resumed else None
+        if existing is None:
+            earlier = loop.decisions.earlier_answer(call.arguments)
+            if earlier is not None:
+                # Not asked again: the person's answer stands (and the loop detector sees the repeat).
+                return self.observe(call, f"A person already answered this exact question: {earlier}", is_error=False)
+            self.flush_tool_call()
+            question = question_request(call.arguments)
+            loop.decisions.request(
+                kind=DecisionKind.QUESTION,
+                tool_call_id=call.id,
+                tool=call.name,
+                arguments=call.arguments,
+                risk_class=tool.risk_class,
+                reason=loop.conversation.last_turn_text,
+                why_needed="the agent asks a person",
+                request=question,
+                approver_group=approver_group_of(grant.scope, grant.approver_group),
+                on_expiry=grant.on_timeout,
+            )
+        if existing.status == ApprovalStatus.PENDING:
+            loop.decisions.wait()
+        if existing.status == ApprovalStatus.APPROVED:
+            return self.observe(call, f"A person answered: {existing.answer}", is_error=False)
+        if existing.status == ApprovalStatus.REJECTED:
+            return self.observe(call, f"{existing.decided_by_label or 'A person'} declined to answer: {existing.comment or 'no comment'}", is_error=True)
+        if existing.on_expiry == "continue":
+            return self.observe(call, "No one answered in time.", is_error=True)
+        self.observe(call, "No one answered in time; the run stops.", is_error=True, counts_for_loops=False)
+        raise StopRun(RunStatus.FAILED, "no one answered the agent's question in time", guard="question_timeout", outcome=RunOutcome.REFUSED)
+
     # --- the approval gate ---------------------------------------------------------------------
 
-    def approval_gate(self, call: PendingCall, tool: Tool, grant: ToolGrant, ctx: ToolContext, *, resumed: bool) -> tuple[str, str] | None:
-        """None to proceed; (observation text, kind) when a person said no (or was asked before and
-        said no to this very call); raises to wait."""
+    def approval_gate(self, call: PendingCall, tool: Tool, grant: ToolGrant, ctx: ToolContext, *, resumed: bool) -> Gate:
+        """Go on (a person approved, maybe with edited arguments, or nobody needs to); refuse (a
+        person said no, or was asked before and said no to this very call, or nobody decided in
+        time); or raise to wait."""
         loop = self.loop
         # Only a call recorded before this worker started can have an approval already.
         existing = Approval.objects.filter(run=loop.run, tool_call_id=call.id).first() if resumed else None
         if existing is not None:
             if existing.status == ApprovalStatus.APPROVED:
-                return None
+                return Gate(edited=existing if isinstance(existing.edited_arguments, dict) else None)
             if existing.status == ApprovalStatus.PENDING:
-                self._wait()
-            return f"{existing.status.capitalize()} by {existing.decided_by_label or 'nobody'}: {existing.comment or 'no comment'}", str(existing.status)
+                loop.decisions.wait()
+            if existing.status == ApprovalStatus.EXPIRED and existing.on_expiry == "continue":
+                return Gate(refusal=("Not approved in time; the call did not run.", "expired"))
+            text = f"{existing.status.capitalize()} by {existing.decided_by_label or 'nobody'}: {existing.comment or 'no comment'}"
+            halt = None
+            if existing.status == ApprovalStatus.EXPIRED:
+                # Nobody decided in time and the grant says halt: fail closed, the run stops here.
+                halt = StopRun(
+                    RunStatus.FAILED, f"no one approved {call.name} in time; the grant halts the run", guard="approval_timeout", outcome=RunOutcome.REFUSED
+                )
+            return Gate(refusal=(text, str(existing.status)), halt=halt)
         why = self.approval_needed(call, tool, grant, ctx)
         if why is None:
-            return None
+            return Gate()
         if loop.loops.was_rejected(action_key(call.name, call.arguments)):
             # A person already said no to exactly this: asking again is not a new question.
             self.flush_tool_call()
@@ -326,28 +429,18 @@ class Dispatcher:
                 StepKind.GUARDRAIL,
                 {"guard": "repeated_approval", "tool": call.name, "tool_call_id": call.id, "reason": "a person already rejected this exact call"},
             )
-            return "Refused by the controller: a person already rejected this exact call; it was not asked again.", "repeated"
-        with transaction.atomic():
-            approval = approval_request(
-                run=loop.run,
-                step_id=None,
-                tool_call_id=call.id,
-                tool=call.name,
-                arguments=call.arguments,
-                risk_class=tool.risk_class,
-                reason=loop.conversation.last_turn_text,
-                why_needed=why,
-                timeout_s=loop.policy.approval_timeout_s,
-            )
-            if not transitions.await_approval(loop.run.pk, loop.owner):
-                raise LeaseLost(f"run {loop.run.pk}")
-        notify(
-            event="approval",
-            subject=f"{loop.agent.name} asks to run {call.name}",
-            text=f"Run {loop.run.pk} waits for a person: {why}.",
-            path=f"/approvals/#approval-{approval.pk}",
+            return Gate(refusal=("Refused by the controller: a person already rejected this exact call; it was not asked again.", "repeated"))
+        loop.decisions.request(
+            kind=DecisionKind.APPROVAL,
+            tool_call_id=call.id,
+            tool=call.name,
+            arguments=call.arguments,
+            risk_class=tool.risk_class,
+            reason=loop.conversation.last_turn_text,
+            why_needed=why,
+            approver_group=grant.approver_group,
+            on_expiry=grant.on_timeout,
         )
-        raise WaitForApproval()
 
     def approval_needed(self, call: PendingCall, tool: Tool, grant: ToolGrant, ctx: ToolContext) -> str | None:
         if grant.approval == ApprovalOverride.ALWAYS:
@@ -361,11 +454,6 @@ class Dispatcher:
                 return f"irreversible action, not low-risk: {why}"
             return "irreversible action"
         return None
-
-    def _wait(self) -> None:
-        if not transitions.await_approval(self.loop.run.pk, self.loop.owner):
-            raise LeaseLost(f"run {self.loop.run.pk}")
-        raise WaitForApproval()
 
     # --- execution -----------------------------------------------------------------------------
 

@@ -96,6 +96,9 @@ class Run(models.Model):
     reserved_input_tokens = models.PositiveBigIntegerField(default=0)
     reserved_output_tokens = models.PositiveBigIntegerField(default=0)
     result = RedactedJSONField(default=dict, blank=True, help_text="What the run produced: report, patch, pull request.")
+    # Not stored: set by run_create's hand-off once the transaction committed (True: the broker took
+    # the job; False: the run waits for the reconciler). Unset until then.
+    dispatched: bool
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -3,7 +3,8 @@
 A real model call can take minutes (retries, an endpoint's retry-after). It runs in a helper thread
 while the calling thread keeps watching the stop conditions, so the kill switch, a person's Stop or
 the wall-clock cap give the call up within one poll instead of waiting for the API. The helper never
-touches the database: its retry callbacks are answered on the calling thread.
+touches the database: its retry callbacks are answered on the calling thread, and its backoff sleeps
+through ``abandoned_wait``, which ends the moment its call is given up.
 """
 
 from __future__ import annotations
@@ -49,18 +50,37 @@ def make_planner(run: Run, agent: Agent, *, sleep: Callable[[float], None]) -> A
     return get_planner("scripted", script=path)
 
 
+# On the helper thread of a watched call: ``abandon``, the Event of that call (each call has its own
+# thread, so a helper given up earlier never reads a later call's Event).
+_helper = threading.local()
+
+
+def abandoned_wait(seconds: float) -> bool | None:
+    """Wait up to ``seconds`` on the helper thread of a watched call: True as soon as the call is
+    given up, False when the time ran out. None on any other thread, at once."""
+    abandon: threading.Event | None = getattr(_helper, "abandon", None)
+    if abandon is None:
+        return None
+    return abandon.wait(max(0.0, seconds))
+
+
 def call_watched(
     next_turn: Callable[..., Any],
     kw: dict[str, Any],
     *,
     on_retry: Callable[[Any], bool],
     should_stop: Callable[[], bool],
-    abandon: threading.Event,
     poll_s: float,
     name: str,
 ) -> Any:
     """``next_turn(**kw, on_retry=...)`` in a helper thread. ``on_retry`` and ``should_stop`` run
-    on this thread; when ``should_stop`` says so, ``abandon`` is set and CallAbandoned raised."""
+    on this thread; when ``should_stop`` says so, the call is given up (its helper's
+    ``abandoned_wait`` returns True) and CallAbandoned raised.
+
+    The threads share only thread-safe objects: the call's Event, set once by this thread, and two
+    queues. The helper's answer is put in ``box`` before the helper puts None on ``requests_q``,
+    and read here only after that None came out of it (the queue's lock orders the two)."""
+    abandon = threading.Event()
     requests_q: queue.Queue[tuple[Any, queue.Queue[bool]] | None] = queue.Queue()
     box: dict[str, Any] = {}
 
@@ -77,6 +97,7 @@ def call_watched(
         return False
 
     def work() -> None:
+        _helper.abandon = abandon
         try:
             box["turn"] = next_turn(**kw, on_retry=helper_on_retry)
         except BaseException as exc:  # handed to the calling thread as it is

@@ -6,19 +6,22 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+import django_q.tasks
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from agentops.agents.models import Agent, Trigger
+from agentops.agents.models import Agent, Trigger, TriggerKind
 from agentops.audit.services import actor_label_of, audit_record
-from agentops.guardrails.daily import daily_consume
-from agentops.guardrails.killswitch import kill_switch_engaged
+from agentops.guardrails.daily import daily_add, daily_consume
+from agentops.guardrails.stop_state import kill_switch_engaged
 from agentops.runs.models import ACTIVE_STATUSES, Run, RunStatus, StepKind
 from agentops.runs.steps import step_record
 from agentops.runs.transitions import default_outcome, request_cancel
 from agentops.runs.transitions import finish as run_finish
+from agentops.sandbox import kill_run_sandboxes
 
 __all__ = ["RunRefused", "default_outcome", "halt_runs", "run_cancel", "run_create", "run_enqueue", "run_finish", "runs_reconcile"]
 
@@ -94,14 +97,10 @@ def run_create(
                 transaction.on_commit(hand_off)
     except IntegrityError:
         # The partial unique index on fingerprint: another trigger won the race for this problem.
-        from agentops.guardrails.daily import daily_add
-
         daily_add(agent_id=agent.pk, key="runs", amount=-1)
         raise _refuse(agent=agent, actor=actor, reason="a run for this problem is already active", trigger_kind=trigger_kind, fingerprint=fingerprint) from None
     except DatabaseError:
         # Nothing was created (the transaction rolled back): give the day's run back if we still can.
-        from agentops.guardrails.daily import daily_add
-
         try:
             daily_add(agent_id=agent.pk, key="runs", amount=-1)
         except DatabaseError:
@@ -112,8 +111,6 @@ def run_create(
 
 def run_start_by_person(*, agent: Agent, input: str, actor: Actor) -> Run:
     """A person's Start (dashboard, API): attributed to the agent's manual trigger when it has one."""
-    from agentops.agents.models import TriggerKind
-
     return run_create(
         agent=agent,
         input=input,
@@ -125,8 +122,6 @@ def run_start_by_person(*, agent: Agent, input: str, actor: Actor) -> Run:
 
 def resolve_planner_kind(kind: str) -> str:
     """`auto`: Claude when an API key is configured, else the agent's recorded script."""
-    from django.conf import settings
-
     if kind == "auto":
         return "anthropic" if settings.ANTHROPIC_API_KEY else "scripted"
     if kind not in ("anthropic", "scripted"):
@@ -138,10 +133,9 @@ def run_enqueue(*, run_id: int) -> bool:
     """Give a run a job on the broker. Never raises: a broker that cannot be reached leaves the run
     queued (or orphaned), which the reconciler retries every reaper period. A duplicate job is
     harmless: only one worker wins claim_run's conditional UPDATE."""
-    from django_q.tasks import async_task
-
     try:
-        async_task("agentops.runs.tasks.execute_run", run_id, task_name=f"run-{run_id}-{timezone.now().timestamp():.0f}", group="runs")
+        # Looked up on its module at each call: the tests stand a broker in at this boundary.
+        django_q.tasks.async_task("agentops.runs.tasks.execute_run", run_id, task_name=f"run-{run_id}-{timezone.now().timestamp():.0f}", group="runs")
     except Exception:
         log.warning("run %s: the task broker refused the job; the reconciler will retry", run_id, exc_info=True)
         return False
@@ -200,8 +194,6 @@ def halt_runs(*, status: str, reason: str, agent: Agent | None = None, run_ids: 
     if running:
         # Cancelling the commands is what makes "halt" immediate for a run stuck in `sleep 60`.
         try:
-            from agentops.sandbox import kill_run_sandboxes
-
             for run_id in running:
                 kill_run_sandboxes(str(run_id))
         except Exception:

@@ -17,6 +17,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from agentops import live
 from agentops.redaction import Redacted, redact
 from agentops.runs.models import Artifact, Run, Step
 
@@ -134,7 +135,8 @@ def steps_record(
                 step = Step.objects.create(run_id=run_id, seq=first + offset, payload=Redacted(clean), **fields)
                 step.payload = clean
                 for name, value in whole.items():
-                    Artifact.objects.create(run_id=run_id, step=step, name=f"step-{step.seq}-{name}", content=Redacted(value), size=len(value))
+                    # The field's get_prep_value unwraps the Redacted marker instead of scanning the text again.
+                    Artifact.objects.create(run_id=run_id, step=step, name=f"step-{step.seq}-{name}", content=Redacted(value), size=len(value))  # type: ignore[misc]  # django-stubs types the field as str only
                 steps.append(step)
     last = steps[-1]
     seq, kind = last.seq, last.kind
@@ -199,7 +201,5 @@ def step_full_text(step: Step, field: str) -> str:
 
 def broadcast_step(run_id: int, seq: int, kind: str) -> None:
     """Tell live views a step exists; they read it from the database (the layer may drop messages)."""
-    from agentops.live import broadcast
-
-    broadcast(f"run-{run_id}", {"type": "step.created", "run_id": run_id, "seq": seq, "kind": kind})
-    broadcast("overview", {"type": "run.changed", "run_id": run_id, "seq": seq, "kind": kind})
+    live.broadcast(f"run-{run_id}", {"type": "step.created", "run_id": run_id, "seq": seq, "kind": kind})
+    live.broadcast("overview", {"type": "run.changed", "run_id": run_id, "seq": seq, "kind": kind})

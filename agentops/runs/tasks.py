@@ -11,7 +11,14 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 from django.utils import timezone
 
+from agentops.approvals.services import approvals_expire
+from agentops.guardrails.drills import drill_execute
+from agentops.guardrails.models import Drill
+from agentops.guardrails.stop_state import kill_switch_engaged
+from agentops.runs import controller
 from agentops.runs.models import ACTIVE_STATUSES, Run, RunStatus
+from agentops.runs.services import halt_runs, runs_reconcile
+from agentops.sandbox.reaper import reap_sandboxes
 from agentops.triggers.schedules import fire_due_schedules
 
 log = logging.getLogger(__name__)
@@ -22,11 +29,9 @@ CLAIM_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 
 
 def execute_run(run_id: int) -> str:
-    from agentops.runs.controller import execute_run as run_loop
-
     for delay in (*CLAIM_RETRY_DELAYS_S, None):
         try:
-            return run_loop(run_id)
+            return controller.execute_run(run_id)
         except (OperationalError, InterfaceError):
             # Never let a database outage consume the job and drop the run: the run row was not
             # moved (a claim is one UPDATE), or its lease will run out and the reaper hands it over.
@@ -42,9 +47,6 @@ def execute_run(run_id: int) -> str:
 
 
 def execute_drill(drill_id: int) -> str:
-    from agentops.guardrails.drills import drill_execute
-    from agentops.guardrails.models import Drill
-
     drill = Drill.objects.select_related("started_by").filter(pk=drill_id).first()
     if drill is None:
         return "no-such-drill"
@@ -55,17 +57,11 @@ def reap() -> dict[str, int]:
     """Every reaper period (and at worker start): give a job to runs without a live one (queued runs
     whose job was lost, runs of dead workers), expire approvals, remove sandboxes of finished runs,
     fire due schedules."""
-    from agentops.approvals.services import approvals_expire
-    from agentops.guardrails.killswitch import kill_switch_engaged
-    from agentops.runs.services import halt_runs, runs_reconcile
-
     counts = {"requeued": 0, "redispatched": 0, "expired_approvals": approvals_expire(), "sandboxes_removed": 0, "schedules_fired": 0}
     if kill_switch_engaged():
         halt_runs(status=RunStatus.KILLED, reason="kill switch engaged")
     counts.update(runs_reconcile(grace_s=settings.AGENTOPS_DISPATCH_GRACE_S))
     try:
-        from agentops.sandbox.reaper import reap_sandboxes
-
         active = {str(pk) for pk in Run.objects.filter(status__in=ACTIVE_STATUSES).values_list("pk", flat=True)}
         # Young sandboxes are left alone: their run may be starting or finishing right now.
         counts["sandboxes_removed"] = reap_sandboxes(lambda run_id: run_id.split("-")[0] in active, min_age_s=300)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +22,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from agentops.approvals.models import Approval, ApprovalStatus
+from agentops.approvals.notifications import decisions_notify
 from agentops.runs.models import ACTIVE_STATUSES, Run, RunOutcome, RunStatus, StepKind
 from agentops.runs.steps import step_record
 
@@ -86,6 +88,10 @@ def finish(
     outcome = outcome or default_outcome(status, reason)
     outcome_detail = outcome_detail or reason
     with transaction.atomic():
+        # Lock order: the run's pending decisions, then the run, the order a person's decision takes
+        # them (approval_decide: the decision row, then the run it resumes). The other order
+        # deadlocks a decision racing the kill switch, and PostgreSQL would abort one of them.
+        list(Approval.objects.select_for_update().filter(run_id=run_id, status=ApprovalStatus.PENDING).values_list("pk", flat=True))
         rows = Run.objects.filter(pk=run_id, status__in=list(from_statuses))
         if lease_owner is not None:
             rows = rows.filter(lease_owner=lease_owner)
@@ -113,9 +119,11 @@ def finish(
             fields["result"] = result
         if rows.update(**fields) != 1:
             return False
-        Approval.objects.filter(run_id=run_id, status=ApprovalStatus.PENDING).update(
+        if Approval.objects.filter(run_id=run_id, status=ApprovalStatus.PENDING).update(
             status=ApprovalStatus.REJECTED, decided_at=now, decided_by_label="system", comment=reason or status
-        )
+        ):
+            # Announced after commit (the Slack messages that asked say so); a failure there changes nothing here.
+            transaction.on_commit(partial(decisions_notify, run_id=run_id))
         step_record(run=run_id, kind=StepKind.STATUS, payload={"status": status, "reason": reason, "outcome": outcome})
     return True
 

@@ -3,14 +3,22 @@
 A run that resumes on another worker (after a crash or an approval) gets a fresh sandbox with the
 workspace restored from the last diff recorded in the idempotency ledger, so the state of the code
 never depends on worker memory.
+
+Whatever else a run opens for itself (an MCP server's session) registers a close hook
+(``add_close_hook``). ``close`` runs the hooks, newest first, then destroys the sandbox: the worker
+calls it once, whenever it lets go of the run (finished, stopped, killed, waiting for a person, lease
+lost, or crashed).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from agentops.forges import get_forge
 from agentops.runs.models import ExecutionStatus, Run, ToolExecution
+from agentops.sandbox import SandboxLimits, create_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -20,18 +28,15 @@ class RunServices:
         self.run = run
         self._sandbox: Any = None
         self._forge: Any = None
+        self._close_hooks: list[Callable[[], None]] = []
 
     def forge(self) -> Any:
         if self._forge is None:
-            from agentops.forges import get_forge
-
             self._forge = get_forge(self.run.agent)
         return self._forge
 
     def sandbox(self) -> Any:
         if self._sandbox is None:
-            from agentops.sandbox import SandboxLimits, create_sandbox
-
             agent = self.run.agent
             policy = agent.policy
             repo_name = agent.config.get("repository")
@@ -74,7 +79,19 @@ class RunServices:
         """Which isolation this run's commands get (named on every step a sandbox produced)."""
         return getattr(self._sandbox, "backend", None)
 
+    def add_close_hook(self, hook: Callable[[], None]) -> None:
+        """Close a per-run resource (an MCP session) when the worker lets go of the run."""
+        self._close_hooks.append(hook)
+
     def close(self) -> None:
+        """Close what the run opened: the hooks newest first (a session may live in the sandbox),
+        then the sandbox. A failure is logged and the rest is still closed."""
+        hooks, self._close_hooks = self._close_hooks, []
+        for hook in reversed(hooks):
+            try:
+                hook()
+            except Exception:
+                log.warning("closing a resource of run %s failed", self.run.pk, exc_info=True)
         if self._sandbox is not None:
             try:
                 self._sandbox.destroy()

@@ -273,6 +273,17 @@ class Sandbox(ABC):
     def destroy(self) -> None:
         """Kill everything and remove the sandbox. Idempotent."""
 
+    def interactive_argv(self, argv: list[str], *, env: dict[str, str] | None = None) -> list[str]:
+        """The host argv that runs ``argv`` inside this sandbox with its stdin and stdout as pipes (an MCP
+        server speaking over stdio): the same isolation and limits as ``exec``, no network, the workspace as cwd.
+
+        Spawn it with ``start_new_session=True`` and with exactly ``env`` as its environment (nothing of the
+        worker's): the values of ``env`` reach the sandbox from the spawned process's environment, never from
+        a command line, which every user of the host can read. The process dies with ``cancel()`` and
+        ``destroy()``; killing the spawned process's group ends it too.
+        """
+        raise SandboxError(f"the {self.backend} sandbox cannot run interactive processes")
+
     def diff(self) -> str:
         """``git diff`` of the workspace against the base commit, new (untracked, not ignored) files included.
 
@@ -363,7 +374,9 @@ def pump_process(
     cancelled_elsewhere: Callable[[], bool],
 ) -> tuple[bool, bool]:
     """Read a local process's merged output until EOF; kill on timeout / cancel. Returns (timed_out, cancelled)."""
-    fd = proc.stdout.fileno()  # type: ignore[union-attr]
+    if proc.stdout is None:
+        raise ValueError("pump_process reads a process started with stdout=PIPE")
+    fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
     timed_out = cancelled = False
     killed_at: float | None = None

@@ -37,15 +37,18 @@ import ctypes
 import errno
 import json
 import os
+import re
 import resource
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import zlib
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from . import fileops
 from .base import (
@@ -63,6 +66,8 @@ from .base import (
     pump_process,
     safe_name,
 )
+
+_T = TypeVar("_T")
 
 BACKEND = "bubblewrap"
 UID_BASE = 620_000
@@ -568,6 +573,35 @@ class BwrapSandbox(Sandbox):
         thread.start()
         return stop, thread, over
 
+    def interactive_argv(self, argv: list[str], *, env: dict[str, str] | None = None) -> list[str]:
+        """See Sandbox.interactive_argv. A launcher records the pid (as ``exec`` does, so cancel/destroy/kill_run
+        find it), then sets the same limits as ``exec`` and becomes bwrap with exec's isolation. The worker's Python
+        (its venv, and the interpreter the venv points at) is visible read-only, its ``bin`` first on PATH, so a
+        server installed with agentops (``mcp-server-git``) resolves; env comes from the spawn's environment."""
+        if self._destroyed:
+            raise SandboxError("sandbox destroyed")
+        if not argv:
+            raise ValueError("empty command")
+        _check_env_names(env or {})
+        args = self._bwrap_args(list(argv))
+        split = args.index("--")
+        head, tail = args[:split], args[split:]
+        head.remove("--clearenv")  # the spawn passes exactly env; --setenv below (exec's own) wins over it
+        for source, dest in _python_binds(self.base):
+            head += ["--ro-bind", source, dest]
+        head += ["--setenv", "PATH", os.path.join(sys.prefix, "bin") + ":" + SANDBOX_ENV["PATH"]]
+        limits = [f"--nproc={self._nproc()}", f"--as={self.limits.memory_mb * 1024 * 1024}", "--core=0"]
+        if self.quota_mode == "watchdog":
+            limits.append(f"--fsize={self.limits.disk_mb * 1024 * 1024}")
+        launcher = ["/bin/sh", "-c", 'echo $$ > "$0/exec-$$" || exit 126; exec "$@"', self.rundir, _tool("prlimit"), *limits, "--"]
+        if self.privileged:
+            launcher += [_tool("setpriv"), f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--"]
+        launcher += [_tool("nice"), "-n", "10", shutil.which("bwrap") or "bwrap"]
+        return launcher + head[1:] + tail
+
+    def _nproc(self) -> int:
+        return self.limits.pids if self.privileged else _count_procs_of(os.getuid()) + self.limits.pids
+
     def cancel(self) -> None:
         kill_sandbox_root(self.root, mark=True)
 
@@ -595,7 +629,7 @@ class BwrapSandbox(Sandbox):
     def links_out_of_scope(self, paths: list[str], allowed: list[str] | None = None) -> list[str]:
         return self._fileop(fileops.links_out_of_scope, self.workspace, list(paths), allowed)
 
-    def _fileop(self, fn, *args):  # type: ignore[no-untyped-def]
+    def _fileop(self, fn: Callable[..., _T], *args: Any) -> _T:
         if self._destroyed:
             raise SandboxError("sandbox destroyed")
         try:
@@ -616,6 +650,86 @@ class BwrapSandbox(Sandbox):
             self._destroyed = True
         if os.path.isdir(getattr(self, "root", "")):
             destroy_sandbox_root(self.root)
+
+
+# -- interactive processes (MCP servers over stdio) ------------------------------------------------------
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_env_names(env: dict[str, str]) -> None:
+    for name, value in env.items():
+        if not _ENV_NAME.match(name) or "\0" in value:
+            raise SandboxError(f"invalid environment variable name {name[:40]!r} (or a NUL in its value)")
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name, path="/usr/bin:/bin")
+    if not path:
+        raise SandboxError(f"{name} (util-linux) is needed to start an interactive process in a bubblewrap sandbox")
+    return path
+
+
+def _reachable_by_others(path: str) -> bool:
+    """Whether an unrelated uid may walk to ``path`` (o+x on every directory on the way)."""
+    current = "/"
+    for part in [p for p in path.split("/") if p]:
+        try:
+            if not os.stat(current).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        current = os.path.join(current, part)
+    return True
+
+
+def _python_binds(base: str) -> list[tuple[str, str]]:
+    """(host source, sandbox path) pairs that make the worker's Python usable in a sandbox: the venv and the
+    interpreter it points at, at their own paths. A path the sandbox uid cannot reach (a pyenv under a 0700
+    /root) is served from a hard-linked mirror under the sandbox base, made once, like the shared /etc."""
+    binds = []
+    for path in dict.fromkeys(os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)):
+        if path == "/usr" or path.startswith("/usr/") or not os.path.isdir(path):
+            continue  # /usr is bound already
+        if os.geteuid() != 0 or _reachable_by_others(path):
+            binds.append((path, path))
+        else:
+            binds.append((_python_mirror(base, path), path))
+    return binds
+
+
+def _python_mirror(base: str, source: str) -> str:
+    key = zlib.crc32(f"{source}|{_mtime(source)}|{_mtime(os.path.join(source, 'bin'))}".encode())
+    path = os.path.join(base, f"python-{key:08x}")
+    if os.path.isdir(path):
+        return path
+    tmp = tempfile.mkdtemp(prefix="python-tmp-", dir=base)
+    try:
+        for dirpath, dirnames, filenames in os.walk(source):
+            rel = os.path.relpath(dirpath, source)
+            # A venv never imports the interpreter's own site-packages; the stdlib's test suite is dead weight.
+            dirnames[:] = [d for d in dirnames if d != "site-packages" and not (d == "test" and rel.startswith("lib/python"))]
+            target = os.path.normpath(os.path.join(tmp, rel))
+            os.makedirs(target, exist_ok=True)
+            os.chmod(target, os.stat(dirpath).st_mode & 0o755)
+            for name in filenames + [d for d in os.listdir(dirpath) if d not in filenames and os.path.islink(os.path.join(dirpath, d))]:
+                src, dst = os.path.join(dirpath, name), os.path.join(target, name)
+                if os.path.lexists(dst):
+                    continue
+                if os.path.islink(src):
+                    os.symlink(os.readlink(src), dst)
+                else:
+                    try:
+                        os.link(src, dst)
+                    except OSError:  # another file system: copy
+                        shutil.copy2(src, dst)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isdir(path):  # not a lost race: a real failure
+            raise
+    return path
 
 
 def _killpg(pgid: int) -> None:
@@ -705,7 +819,7 @@ def destroy_sandbox_root(root: str) -> None:
 def iter_roots(base: str | None = None, scope: str | None = None) -> list[tuple[str, dict]]:
     """(root, meta) of the sandboxes under ``base``; only those of ``scope`` when given."""
     base = base or default_root()
-    out = []
+    out: list[tuple[str, dict]] = []
     try:
         names = os.listdir(base)
     except OSError:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import select
 import shutil
 import socket
@@ -54,7 +55,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from . import fileops, programs
 from .base import (
@@ -93,14 +94,15 @@ INIT = programs.source("init")
 KILL = programs.source("killer")
 SERVER = programs.source("command_server")
 
-_clients: dict[str, object] = {}
+# docker.DockerClient objects (the SDK ships no type information: Any).
+_clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
 
 
-def get_client(timeout: int = 60):  # type: ignore[no-untyped-def]
+def get_client(timeout: int = 60) -> Any:
     """One docker client per process, DOCKER_HOST and timeout (honours DOCKER_HOST / DOCKER_TLS_VERIFY /
     DOCKER_CERT_PATH, like the docker CLI)."""
-    import docker  # imported lazily: the bubblewrap-only embedded setup need not load it
+    import docker  # lazy: the docker SDK is needed only when Docker is the backend (not by a bubblewrap-only setup)
 
     key = f"{os.environ.get('DOCKER_HOST', '')}|{timeout}"
     with _clients_lock:
@@ -113,7 +115,7 @@ def get_client(timeout: int = 60):  # type: ignore[no-untyped-def]
 
 def unavailable_reason(image: str | None = None) -> str | None:
     try:
-        import docker  # noqa: F401
+        import docker  # noqa: F401  # lazy: this import is the check that the optional docker SDK is installed
     except ImportError:
         return "python package 'docker' is not installed"
     try:
@@ -133,11 +135,11 @@ def unavailable_reason(image: str | None = None) -> str | None:
 # low-level exec over the engine's hijacked socket
 
 
-def _raw_socket(sock):  # type: ignore[no-untyped-def]
+def _raw_socket(sock: Any) -> Any:
     return getattr(sock, "_sock", sock)
 
 
-def _readable(raw, wait: float) -> bool:  # type: ignore[no-untyped-def]
+def _readable(raw: Any, wait: float) -> bool:
     # TLS sockets (DOCKER_HOST=tcp://… with TLS) may hold decrypted bytes that select() cannot see
     pending = getattr(raw, "pending", None)
     if pending is not None and pending() > 0:
@@ -164,7 +166,7 @@ class _FrameReader:
         return frames
 
 
-def _exec_wait_exit(api, exec_id: str, timeout: float = 5.0) -> int | None:  # type: ignore[no-untyped-def]
+def _exec_wait_exit(api: Any, exec_id: str, timeout: float = 5.0) -> int | None:
     end = time.monotonic() + timeout
     while True:
         info = api.exec_inspect(exec_id)
@@ -433,6 +435,12 @@ class DockerSandbox(Sandbox):
         finally:
             shutil.rmtree(host_tmp, ignore_errors=True)
 
+    def _container(self) -> str:
+        """The container's id: set in __init__ before any command can run, so never missing here."""
+        if self.container_id is None:
+            raise SandboxError("the sandbox has no container")
+        return self.container_id
+
     # -- exec ----------------------------------------------------------------------------------------
 
     def exec(
@@ -467,7 +475,7 @@ class DockerSandbox(Sandbox):
             if self._server_failures >= 3 and time.monotonic() - self._server_failed_at < 10.0:
                 return None  # keep to plain `docker exec` for a while
             try:
-                self._server = _CommandServer(self.container_id)  # type: ignore[arg-type]
+                self._server = _CommandServer(self._container())
                 self._server_failures = 0
             except SandboxError:
                 self._server = None
@@ -500,7 +508,7 @@ class DockerSandbox(Sandbox):
                         killed_at = now
                 elif not escalated and now - killed_at > 1.0:
                     escalated = True  # the server could not end it: kill everything but init
-                    kill_container(self.container_id)  # type: ignore[arg-type]
+                    kill_container(self._container())
                 elif now - killed_at > 3.0:
                     break
                 wait = POLL_INTERVAL_S if killed_at is None else 0.1
@@ -564,7 +572,7 @@ class DockerSandbox(Sandbox):
                         killed_at = now
                 elif not escalated and now - killed_at > 1.0:
                     escalated = True  # the per-command kill did not end it (pids exhausted?): kill it all
-                    kill_container(self.container_id)
+                    kill_container(self._container())
                 elif now - killed_at > 3.0:
                     break  # the kill went through; stop waiting for the stream to close
                 wait = POLL_INTERVAL_S if killed_at is None else 0.1
@@ -603,20 +611,43 @@ class DockerSandbox(Sandbox):
 
     def _kill_token(self, token: str) -> None:
         try:
-            exec_capture(self.container_id, ["python3", "-c", KILL, token, STATE_DIR], timeout=10)  # type: ignore[arg-type]
+            exec_capture(self._container(), ["python3", "-c", KILL, token, STATE_DIR], timeout=10)
         except SandboxError:
             pass  # the caller escalates when the command does not end
 
     def _cancelled_since(self, wall: float) -> bool:
         for _ in range(10):  # the killer may still be sweeping and kill this very `cat`: retry
             try:
-                rc, out, _ = exec_capture(self.container_id, ["cat", f"{STATE_DIR}/cancelled"], timeout=10)  # type: ignore[arg-type]
+                rc, out, _ = exec_capture(self._container(), ["cat", f"{STATE_DIR}/cancelled"], timeout=10)
                 if rc != 137:
                     return rc == 0 and float(out.strip() or 0) >= wall - 0.05
             except (SandboxError, ValueError):
                 return False
             time.sleep(0.05)
         return False
+
+    def interactive_argv(self, argv: list[str], *, env: dict[str, str] | None = None) -> list[str]:
+        """See Sandbox.interactive_argv: ``docker exec -i`` as the sandbox user in the workspace, env passed by
+        name (``-e NAME``: the docker CLI reads the value from its own environment). Inside, a supervisor holds
+        the command: when its stdin closes (the client closed, or the docker CLI was killed, and docker does not
+        forward that kill into the container) it kills the command's process group, so nothing lingers."""
+        if self._destroyed or not self.container_id:
+            raise SandboxError("sandbox destroyed")
+        if not argv:
+            raise ValueError("empty command")
+        names = []
+        for name, value in (env or {}).items():
+            if not _ENV_NAME.match(name) or name.startswith("DOCKER_") or "\0" in value:
+                raise SandboxError(f"invalid environment variable name {name[:40]!r} (or a NUL in its value)")
+            names += ["-e", name]
+        cli = shutil.which("docker")
+        if not cli:
+            raise SandboxError("the docker CLI is needed to start an interactive process in a Docker sandbox")
+        # The CLI's own connection settings (DOCKER_HOST ...) are set after the server's env, so they win.
+        host_env = [f"{k}={os.environ[k]}" for k in _CLI_ENV if k in os.environ]
+        token = uuid.uuid4().hex
+        inner = ["/bin/sh", "-c", WRAP, token, "python3", "-c", _SUPERVISOR, *argv]
+        return ["/usr/bin/env", *host_env, cli, "exec", "-i", "-u", USER, "-w", WORKDIR, *names, self.container_id, *inner]
 
     def cancel(self) -> None:
         if self.container_id and not self._destroyed:
@@ -693,6 +724,39 @@ class DockerSandbox(Sandbox):
             remove_container(self.container_id)
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What the docker CLI needs to reach the engine the way the SDK does (no credentials: they would sit on a command line).
+_CLI_ENV = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONFIG", "DOCKER_CONTEXT", "DOCKER_API_VERSION", "HOME", "PATH")
+
+# In the container, the supervisor of an interactive process (see DockerSandbox.interactive_argv).
+_SUPERVISOR = """
+import os, signal, subprocess, sys, threading
+child = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE)
+def pump():
+    try:
+        while True:
+            data = os.read(0, 65536)
+            if not data:
+                break
+            child.stdin.write(data)
+            child.stdin.flush()
+    except OSError:
+        pass
+    try:
+        child.stdin.close()
+    except OSError:
+        pass
+    try:
+        child.wait(timeout=0.5)
+    except subprocess.TimeoutExpired:
+        pass
+    os.killpg(0, signal.SIGKILL)
+threading.Thread(target=pump, daemon=True).start()
+code = child.wait()
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def _safe_call(fn: Callable[[], bool]) -> bool:
     try:
         return bool(fn())
@@ -721,7 +785,7 @@ def kill_container(container_id: str) -> bool:
             return True
     except SandboxError:
         pass
-    import docker
+    import docker  # lazy: the docker SDK is needed only when Docker is the backend
 
     try:
         get_client().api.kill(container_id)
@@ -735,7 +799,7 @@ def kill_container(container_id: str) -> bool:
 
 
 def remove_container(container_id: str) -> None:
-    import docker
+    import docker  # lazy: the docker SDK is needed only when Docker is the backend
 
     try:
         get_client().api.remove_container(container_id, force=True, v=True)

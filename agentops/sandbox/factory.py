@@ -19,6 +19,8 @@ import logging
 import os
 from typing import Any
 
+from django.conf import settings
+
 from . import bwrap_backend, docker_backend
 from .base import Sandbox, SandboxError, SandboxLimits
 
@@ -33,11 +35,9 @@ _MISSING = object()
 def _setting(name: str, default: Any) -> Any:
     value: Any = _MISSING
     try:
-        from django.conf import settings
-
         if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
             value = getattr(settings, name, _MISSING)
-    except Exception:  # Django missing or settings not loadable: sandbox defaults still work
+    except Exception:  # settings not loadable: sandbox defaults still work
         pass
     if value is _MISSING:
         value = os.environ.get(name) or default

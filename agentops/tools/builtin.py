@@ -1,7 +1,9 @@
-"""General-purpose tools. Code, forge and error-tracker tools register from their own modules."""
+"""General-purpose tools. Code, forge and error-tracker tools register from their own modules
+(``agentops.tools.catalog`` imports them all)."""
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -65,6 +67,7 @@ register(
         },
         executor=_http_get,
         side_effecting=False,
+        scope_check=lambda args, scope: require_url_in_scope(args["url"], scope),
     )
 )
 
@@ -90,14 +93,13 @@ register(
             "additionalProperties": False,
         },
         executor=_send_email,
+        scope_check=lambda args, scope: require_recipients_in_scope(args["to"], scope),
     )
 )
 
 
 def _wait(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     """Blocks like a slow real tool (a long test run), but stops the moment the run must stop."""
-    import time
-
     deadline = time.monotonic() + float(args["seconds"])
     while time.monotonic() < deadline:
         if ctx.should_stop():
@@ -120,8 +122,6 @@ register(
         scope_schema={"type": "object", "additionalProperties": False},
         executor=_wait,
         side_effecting=False,
+        waits=True,
     )
 )
-
-# Tool modules of other domains register themselves on import.
-from agentops.tools import code_tools  # noqa: E402,F401

@@ -1,8 +1,8 @@
 """Tools of the debugging agent: error tracker, repository, sandbox, git and forge.
 
 Each domain lives in its own module (``errors``, ``repo``, ``git``, ``pull_requests``; shared helpers in
-``common``). Importing this module registers them all, in the order the model has always seen them; it is
-kept so that ``AGENTOPS_TOOL_MODULES`` and older imports naming ``agentops.tools.code_tools`` still work.
+``common``), and ``agentops.tools.catalog`` imports them. This module only re-exports their executors, so
+that ``AGENTOPS_TOOL_MODULES`` and older imports naming ``agentops.tools.code_tools`` still work.
 """
 
 from __future__ import annotations

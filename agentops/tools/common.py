@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentops.approvals.models import Approval, ApprovalStatus
+from agentops.runs.models import Run
+from agentops.sandbox import PathRejected
+from agentops.sandbox.base import check_relative_path
 from agentops.tools.registry import ScopeViolation, ToolContext, ToolError
 from agentops.tools.scopes import STRING_LIST, require_path_in_scope, require_repo_in_scope
 
@@ -61,9 +65,6 @@ def _diff_data(sandbox: Any) -> dict[str, Any]:
 def _file_path(path: str, ctx: ToolContext, sandbox: Any = None) -> str:
     """The lexical check and scope; with ``sandbox``, the path's symlinks are also resolved inside the sandbox
     and the real path must stay in the workspace and the grant (``tests/up/x`` with ``tests/up -> ..`` is ``x``)."""
-    from agentops.sandbox import PathRejected
-    from agentops.sandbox.base import check_relative_path
-
     try:
         norm = check_relative_path(path)
     except PathRejected as exc:
@@ -79,8 +80,6 @@ def _allowed_paths(ctx: ToolContext) -> list[str] | None:
 
 
 def _resolved(sandbox: Any, path: str, ctx: ToolContext) -> str:
-    from agentops.sandbox import PathRejected
-
     try:
         return sandbox.resolve_path(path, allowed=_allowed_paths(ctx))
     except PathRejected as exc:
@@ -105,15 +104,11 @@ def _exec_summary(result: Any) -> str:
 
 
 def _fresh_run_result(ctx: ToolContext) -> dict[str, Any]:
-    from agentops.runs.models import Run
-
     row = Run.objects.filter(pk=ctx.run.pk).values_list("result", flat=True).first()
     return dict(row or {})
 
 
 def _approved_call(ctx: ToolContext) -> bool:
-    from agentops.approvals.models import Approval, ApprovalStatus
-
     return Approval.objects.filter(run_id=ctx.run.pk, tool_call_id=ctx.tool_call_id, status=ApprovalStatus.APPROVED).exists()
 
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentops.tools.common import (
-    _schema,
-)
+from agentops.tools.common import _schema
 from agentops.tools.registry import ScopeViolation, Tool, ToolContext, ToolError, ToolResult, register
 from agentops.tools.scopes import STRING_LIST
+from agentops.triggers.ingest import hourly_counts
+from agentops.triggers.models import ErrorGroup
 
 
 def _group_in_scope(group_id: int | None, ctx: ToolContext) -> Any:
-    from agentops.triggers.models import ErrorGroup
-
     if group_id is None:
         # The error that started this run.
         group_id = (ctx.run.context or {}).get("error_group_id")
@@ -43,8 +41,6 @@ def format_stacktrace(stacktrace: list[dict[str, Any]]) -> str:
 
 
 def error_get_group(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-    from agentops.triggers.ingest import hourly_counts
-
     group = _group_in_scope(args.get("group_id"), ctx)
     event = group.events.order_by("-received_at", "-id").first()
     hours = [(h, c) for h, c in hourly_counts(group, hours=24) if c]

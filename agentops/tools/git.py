@@ -5,6 +5,9 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from agentops.forges.base import ForgeError, check_branch_name
+from agentops.redaction import contains_secret
+from agentops.runs.models import StepKind
 from agentops.tools.common import (
     SCOPE_BRANCH,
     _diff_data,
@@ -20,8 +23,6 @@ from agentops.tools.scopes import require_branch_in_scope
 
 
 def git_commit(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-    from agentops.forges.base import ForgeError, check_branch_name
-
     branch = args["branch"]
     try:
         check_branch_name(branch)
@@ -47,9 +48,6 @@ def git_commit(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
 
 def _commit_message_gate(ctx: ToolContext, message: str) -> None:
     """The secrets gate on a commit message: it travels with the branch wherever the commit goes."""
-    from agentops.redaction import contains_secret
-    from agentops.runs.models import StepKind
-
     secret = contains_secret(message)
     detail = "a secret (token, key or configured secret value) in the commit message" if secret else "no secret in the commit message"
     ctx.record_step(StepKind.GATE, {"gate": "commit_message", "passed": not secret, "detail": detail})

@@ -1,10 +1,16 @@
 """Forge tools: open, comment on and merge the run's pull request, and submit the run's report. Nothing reaches
-a pull request before the verification gates (agentops.verification) pass in a fresh sandbox."""
+a pull request before the verification gates (agentops.gates) pass in a fresh sandbox."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from agentops.forges.base import ForgeError, check_branch_name
+from agentops.forges.local import git
+from agentops.gates import changed_lines, diff_paths, matches_any, verify_change
+from agentops.notify import notify
+from agentops.redaction import contains_secret
+from agentops.runs.models import StepKind
 from agentops.tools.common import (
     SCOPE_BRANCH,
     SCOPE_NONE,
@@ -41,8 +47,6 @@ def _write_paths(ctx: ToolContext) -> list[str] | None:
 
 
 def _verify(ctx: ToolContext, *, diff: str, text: str, message: str) -> Any:
-    from agentops.verification import verify_change
-
     sandbox = _sandbox(ctx)
     forge = _forge(ctx)
     return verify_change(
@@ -65,16 +69,11 @@ def _published_tree_matches(forge: Any, repo: str, head: str, tree: str) -> bool
     """Whether the branch head the forge now holds has exactly the tree the gates judged."""
     if getattr(forge, "kind", "") != "local":
         return True  # a remote forge's tree is its own; push_branch sends only the judged ChangeSet
-    from agentops.forges.local import git
-
     shown = git("rev-parse", "--verify", "--quiet", f"{head}^{{tree}}", cwd=forge.clone_source(repo), check=False)
     return shown.stdout.strip() == tree
 
 
 def open_pull_request(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-    from agentops.forges.base import ForgeError, check_branch_name
-    from agentops.verification import changed_lines, diff_paths
-
     phase = int(ctx.agent.trust_phase)
     if phase < 2:
         raise ToolError("trust phase 1 only proposes: use submit_report with the root cause and the patch")
@@ -127,8 +126,6 @@ def open_pull_request(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         "flags": flags,
     }
     kind = "draft pull request" if info.draft else "pull request (ready for review)"
-    from agentops.notify import notify
-
     notify(
         event="pull_request",
         subject=f"{ctx.agent.name} opened {kind} #{info.number}: {title}",
@@ -150,9 +147,6 @@ def _this_runs_pull_request(ctx: ToolContext, number: int) -> dict[str, Any]:
 
 
 def comment_pull_request(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-    from agentops.forges.base import ForgeError
-    from agentops.redaction import contains_secret
-
     _this_runs_pull_request(ctx, args["number"])
     if contains_secret(args["body"]):
         raise ToolError("the comment contains a secret; it was not posted")
@@ -166,8 +160,6 @@ def comment_pull_request(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
 def merge_is_low_risk(args: dict[str, Any], ctx: ToolContext) -> tuple[bool, str]:
     """Phase 4: merge without a person only when every gate passed on this very head and the change
     is low-risk by the policy (changed lines, and every path inside low_risk_paths)."""
-    from agentops.verification import matches_any
-
     policy = ctx.agent.policy
     pull = _fresh_run_result(ctx).get("pull_request") or {}
     if pull.get("number") != args.get("number"):
@@ -199,8 +191,6 @@ def merge_is_low_risk(args: dict[str, Any], ctx: ToolContext) -> tuple[bool, str
 
 
 def merge_pull_request(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-    from agentops.forges.base import ForgeError
-
     number = args["number"]
     pull = _this_runs_pull_request(ctx, number)
     if not pull.get("gates_passed"):
@@ -219,9 +209,6 @@ def merge_pull_request(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
 
 
 def submit_report(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-    from agentops.redaction import contains_secret
-    from agentops.runs.models import StepKind
-
     patch = ""
     if (ctx.agent.config or {}).get("repository"):
         patch = _sandbox(ctx).diff()

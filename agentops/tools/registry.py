@@ -1,5 +1,9 @@
 """The tool registry: what a tool is, and how its arguments and scopes are validated.
 
+This module holds the data types and the global registry only; it imports no tool module. The tool
+modules import it and register on import, and ``agentops.tools.catalog`` imports them (once Django's
+apps are ready). A run looks its tools up through its ``ToolSet`` (``agentops.tools.toolset``).
+
 Tools are executed only by the controller. A tool's executor receives arguments that already passed
 the argument schema and a ToolContext whose scope already passed the scope schema; the executor
 still enforces the scope's *meaning* (allowed domains, paths, branch prefix) through the helpers
@@ -15,6 +19,7 @@ from typing import Any
 import jsonschema
 
 from agentops.agents.models import RiskClass
+from agentops.runs.steps import step_record
 
 
 class ToolError(Exception):
@@ -50,8 +55,6 @@ class ToolContext:
 
     def record_step(self, kind: str, payload: dict[str, Any]) -> Any:
         """Write a step of the run (a gate's verdict) under the lease; raises LeaseLost without it."""
-        from agentops.runs.steps import step_record  # the runs app imports the registry: a real cycle
-
         return step_record(run=self.run, kind=kind, payload=payload, lease_owner=self.lease_owner)
 
 
@@ -72,6 +75,12 @@ class Tool:
     min_trust_phase: int = 1
     # Optional hook deciding that an irreversible call may proceed without a person (phase 4 auto-merge).
     auto_approve: Callable[[dict[str, Any], ToolContext], tuple[bool, str]] | None = None
+    # Optional: the scope's meaning for these arguments (raises ScopeViolation), for a tool whose
+    # check needs only its arguments and scope. The executor still checks before it acts; this lets
+    # the controller judge a call nobody made yet (arguments a person edited before approving).
+    scope_check: Callable[[dict[str, Any], dict[str, Any]], object] | None = None
+    # Only waits (for time to pass): repeating it is not a loop.
+    waits: bool = False
 
     def __post_init__(self) -> None:
         if self.risk_class not in RiskClass.values:
@@ -99,6 +108,8 @@ def _schema_errors(schema: dict[str, Any], value: Any) -> list[str]:
     return errors
 
 
+# Every tool a run may be granted, by name, in registration order (the order the model has always
+# seen them). Filled by the tool modules as they are imported (agentops.tools.catalog).
 registry: dict[str, Tool] = {}
 
 
@@ -112,27 +123,9 @@ def unregister(name: str) -> None:
 
 
 def get_tool(name: str) -> Tool | None:
-    _load_builtins()
+    """A registered tool. A run asks its ToolSet instead, which also knows the run's own tools."""
     return registry.get(name)
 
 
 def all_tools() -> dict[str, Tool]:
-    _load_builtins()
     return dict(registry)
-
-
-_loaded = False
-
-
-def _load_builtins() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        import importlib
-
-        from django.conf import settings
-
-        from agentops.tools import builtin  # noqa: F401  registers on import
-
-        for module in getattr(settings, "AGENTOPS_TOOL_MODULES", []):
-            importlib.import_module(module)

@@ -3,10 +3,15 @@ the sandbox. Every executor that can change the workspace returns ``data["worksp
 
 from __future__ import annotations
 
+import codecs
 import re
 import shlex
+import uuid
 from typing import Any
 
+from agentops.gates import TEST_ENV, diff_paths
+from agentops.sandbox import PathRejected
+from agentops.sandbox.base import check_relative_path
 from agentops.tools.common import (
     MAX_LIST,
     MAX_READ_CHARS,
@@ -28,9 +33,6 @@ from agentops.tools.scopes import STRING_LIST, path_allowed
 
 
 def repo_list_files(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-    from agentops.sandbox import PathRejected
-    from agentops.sandbox.base import check_relative_path
-
     sandbox = _sandbox(ctx)
     path = args.get("path") or "."
     try:
@@ -49,8 +51,6 @@ def repo_list_files(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
 
 
 def repo_read_file(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-    from agentops.sandbox import PathRejected
-
     path = _file_path(args["path"], ctx)
     sandbox = _sandbox(ctx)
     try:
@@ -144,8 +144,6 @@ register(
 
 
 def write_file(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-    from agentops.sandbox import PathRejected
-
     path = _file_path(args["path"], ctx)
     sandbox = _sandbox(ctx)
     try:
@@ -159,10 +157,6 @@ def write_file(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
 
 
 def apply_patch(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-    import uuid
-
-    from agentops.verification import diff_paths
-
     patch = args["patch"]
     if not patch.endswith("\n"):
         patch += "\n"
@@ -234,8 +228,6 @@ def _numstat_paths(output: str) -> list[str]:
 def _unquote_git(name: str) -> str:
     # git C-quotes unusual names ("tests/\143x" is tests/cx): check the name git will really write
     if len(name) >= 2 and name.startswith('"') and name.endswith('"'):
-        import codecs
-
         raw = codecs.escape_decode(name[1:-1].encode("latin-1", "backslashreplace"))[0]
         return raw.decode("utf-8", "surrogateescape")
     return name
@@ -269,8 +261,6 @@ def run_command(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     allowed = ctx.scope.get("allow")
     if allowed and not any(command.strip().startswith(prefix) for prefix in allowed):
         raise ScopeViolation(f"command not allowed by this grant (allowed prefixes: {allowed})")
-    from agentops.verification import TEST_ENV
-
     sandbox = _sandbox(ctx)
     result = _exec(sandbox, ctx, f"export {TEST_ENV}; {command}", timeout=args.get("timeout_s"))
     output = _exec_summary(result)
@@ -281,8 +271,6 @@ def run_command(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
 
 
 def run_tests(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-    from agentops.verification import TEST_ENV
-
     command = (ctx.agent.config or {}).get("test_command")
     if not command:
         raise ToolError("this agent has no test_command configured")

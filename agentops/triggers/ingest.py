@@ -14,6 +14,7 @@ import re
 import threading
 import uuid
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from agentops.forges.models import PullRequest
 from agentops.redaction import redact, redact_text
+from agentops.runs.models import Run
 from agentops.triggers.models import ErrorCount, ErrorEvent, ErrorGroup, ErrorProject
 
 MAX_BODY_BYTES = 1024 * 1024  # compressed and decompressed alike
@@ -295,6 +298,7 @@ def _exceptions(event: dict[str, Any]) -> list[dict[str, Any]]:
 def _tags(event: dict[str, Any]) -> dict[str, str]:
     raw = event.get("tags") or {}
     tags: dict[str, str] = {}
+    items: Iterable[tuple[Any, ...]]
     if isinstance(raw, dict):
         items = raw.items()
     elif isinstance(raw, list):
@@ -329,7 +333,7 @@ def _capped_raw(redacted: dict[str, Any]) -> dict[str, Any]:
         if len(json.dumps(raw, default=str)) <= RAW_CAP_BYTES:
             raw["_agentops_trimmed"] = True
             return raw
-    keep = {k: raw[k] for k in ("event_id", "level", "platform", "timestamp", "environment", "release") if k in raw}
+    keep: dict[str, Any] = {k: raw[k] for k in ("event_id", "level", "platform", "timestamp", "environment", "release") if k in raw}
     keep["_agentops_trimmed"] = True
     return keep
 
@@ -453,6 +457,9 @@ class Stored:
             group_id = self.group_id
             if group_id is None and self.normalized is not None:
                 group_id = ErrorEvent.objects.filter(event_id=self.normalized.event_id).values_list("group_id", flat=True).first()
+            if group_id is None:
+                # What .get(pk=None) would say, without asking the database.
+                raise ErrorGroup.DoesNotExist("the event's group is not known")
             self._group = ErrorGroup.objects.select_related("project").get(pk=group_id)
         return self._group
 
@@ -550,7 +557,7 @@ def _store_one_pg(*, project: ErrorProject, event: NormalizedEvent, source: str)
     comes from the event that normalize_event redacted as a whole, and the strings built from
     several parts are redacted again."""
     now = timezone.now()
-    params = {
+    params: dict[str, Any] = {
         "event_id": event.event_id,
         "project_id": project.pk,
         "fingerprint": fingerprint_of(event),
@@ -603,9 +610,6 @@ def _store_one_pg(*, project: ErrorProject, event: NormalizedEvent, source: str)
 
 def group_snapshot(group_id: int) -> GroupSnapshot:
     """The same snapshot as the ingest statement returns, read through the ORM (SQLite, the error page)."""
-    from agentops.forges.models import PullRequest
-    from agentops.runs.models import Run
-
     group = ErrorGroup.objects.values("pk", "count", "count_at_last_run", "regressed_at", "last_run_id").get(pk=group_id)
     snapshot = GroupSnapshot(
         group_id=group["pk"],

@@ -31,6 +31,7 @@ from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from agentops.agents.models import Agent, Policy, Trigger, TriggerKind
+from agentops.approvals.models import Approval, ApprovalStatus
 from agentops.audit.services import audit_record
 from agentops.runs.models import ACTIVE_STATUSES, Run, RunStatus
 from agentops.runs.services import RunRefused, run_create, run_finish
@@ -169,8 +170,8 @@ def _run_is_stuck(snap: GroupSnapshot, now: datetime) -> str | None:
             return "running without a live worker (lease expired)"
         return None
     if snap.run_status == RunStatus.WAITING_APPROVAL:
-        from agentops.approvals.models import Approval, ApprovalStatus
-
+        if snap.last_run_id is None:
+            return "waiting for an approval that no longer exists or expired long ago"
         # Pending approvals expire (the reaper decides them); one long past its expiry means nothing will.
         deadline = now - timedelta(seconds=lease_grace_s())
         if not Approval.objects.filter(run_id=snap.last_run_id, status=ApprovalStatus.PENDING, expires_at__gt=deadline).exists():
@@ -343,12 +344,14 @@ def evaluate_error_triggers(
         normalized = stored.normalized
         received_at = stored.received_at
         group_id = stored.group_id
+        event_pk = stored.event_pk
     else:
         assert group is not None and event is not None
         snap = group_snapshot(group.pk)
         normalized = event
         received_at = event.received_at
         group_id = group.pk
+        event_pk = event.pk
         project = project or group.project
     if snap is None or group_id is None:
         return []
@@ -365,7 +368,7 @@ def evaluate_error_triggers(
     if not state.starts_run:
         # Counted (the group's count moved in the ingest statement); nothing else to write.
         return [Decision(trigger=triggers[0], started=None, refused=state.label, matched=True)]
-    return _start_for_group(triggers, group_id=group_id, state=state, event_pk=stored.event_pk if stored is not None else event.pk)
+    return _start_for_group(triggers, group_id=group_id, state=state, event_pk=event_pk)
 
 
 def _start_for_group(triggers: list[Trigger], *, group_id: int, state: GroupState, event_pk: int, actor: Any = "system") -> list[Decision]:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from agentops.agents.models import Trigger, TriggerKind
 from agentops.runs.models import Run
 from agentops.runs.services import RunRefused, run_create
+from agentops.triggers.rules import record_refusal
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,6 @@ def fire_due_schedules(now: datetime | None = None, *, grace_s: int = DEFAULT_GR
                 actor="system",
             )
         except RunRefused as exc:
-            from agentops.triggers.rules import record_refusal
-
             record_refusal(trigger=trigger, group=None, reason=str(exc))
             continue
         started.append(run)

@@ -115,6 +115,13 @@ def _ingest(request: HttpRequest, project: ErrorProject, events: list[Normalized
     return [e.event_id for e in events]
 
 
+class RetryableResponse(JsonResponse):
+    """A failure after which nothing was committed: the request may be served again as it is
+    (the ASGI fast path, agentops/triggers/asgi.py, reads `retryable`)."""
+
+    retryable = True
+
+
 def handle(fn: Callable[[], JsonResponse]) -> JsonResponse:
     """Run an ingest handler: a refusal is its 4xx, a database outage a 503, never a 500."""
     try:
@@ -133,11 +140,10 @@ def handle(fn: Callable[[], JsonResponse]) -> JsonResponse:
         return JsonResponse({"error": "the event holds a value that cannot be stored"}, status=400)
     except DatabaseError:
         log.exception("ingest could not reach the database")
-        response = JsonResponse({"error": "the error store is unavailable; retry later"}, status=503)
-        response["Retry-After"] = "5"
         # Nothing was committed (the store is one statement or one transaction, and a failure after
         # it is logged, not raised): the request may be served again as it is.
-        response.retryable = True
+        response = RetryableResponse({"error": "the error store is unavailable; retry later"}, status=503)
+        response["Retry-After"] = "5"
         return response
 
 

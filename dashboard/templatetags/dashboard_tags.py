@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import json
 from datetime import UTC
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+import nh3
 from django import template
+from django.utils import timezone as tz
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.timesince import timesince, timeuntil
+from markdown_it import MarkdownIt
+
+from dashboard.palette import PALETTE
 
 register = template.Library()
 
@@ -70,8 +78,6 @@ def pct_step(value: float | None) -> int:
 @register.filter
 def palette_index(colour: str) -> int:
     """The position of a chart colour in the palette, for the c-<n> classes of app.css."""
-    from dashboard.views import PALETTE
-
     try:
         return PALETTE.index(colour)
     except ValueError:
@@ -133,9 +139,6 @@ def when(value: Any, absolute: bool = False) -> SafeString:
     """<time> with the relative time as text and the absolute UTC time as its title; app.js
     rewrites the title (and, with absolute, the text) into the reader's local time and zone."""
 
-    from django.utils import timezone as tz
-    from django.utils.timesince import timesince, timeuntil
-
     if not value:
         return mark_safe("—")  # noqa: S308 - a constant
     iso = value.isoformat()
@@ -186,9 +189,6 @@ _MD_TAGS = {
 def markdown(text: str | None) -> SafeString:
     """Markdown to HTML; raw HTML in the source is escaped, and the result is sanitised again by
     nh3 (allow-listed tags, no attributes but safe link targets, no inline style or script)."""
-    import nh3
-    from markdown_it import MarkdownIt
-
     source = (text or "")[:200_000]
     html = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").enable("strikethrough").render(source)
     clean = nh3.clean(
@@ -243,8 +243,6 @@ def thousands(value: Any) -> str:
 def usd(value: Any) -> str:
     """Money in the one format of the dashboard: '$5.00', '$1,234.50', and up to 4 decimals below
     a dollar where cents would hide the cost ('$0.0117'); '—' for nothing."""
-    from decimal import Decimal, InvalidOperation
-
     if value is None or value == "":
         return "—"
     try:
@@ -253,8 +251,6 @@ def usd(value: Any) -> str:
         return "—"
     if not amount.is_finite():
         return "—"
-    from decimal import ROUND_HALF_UP
-
     sign = "-" if amount < 0 else ""
     amount = abs(amount)
     cents = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
@@ -290,8 +286,6 @@ def linecount(text: str | None) -> int:
 
 @register.filter
 def pretty_json(value: Any) -> str:
-    import json
-
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
@@ -319,8 +313,6 @@ def kind_label(kind: str) -> str:
 @register.filter
 def per(value: Any, count: Any) -> Any:
     """value / count (cost per turn); 0 when count is 0 or not a number."""
-    from decimal import Decimal, InvalidOperation
-
     try:
         return Decimal(value) / Decimal(count) if count else Decimal("0")
     except (InvalidOperation, TypeError, ValueError):

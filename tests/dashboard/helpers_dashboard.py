@@ -73,5 +73,28 @@ def agent_form(agent: Agent, **overrides: object) -> dict:
     data["daily_max_runs"] = policy.daily_max_runs or ""
     data["daily_max_cost_usd"] = policy.daily_max_cost_usd or ""
     data["daily_action_caps"] = "{}"
+    # Human decisions: as the page shows them (an unticked checkbox is not posted).
+    data["extendable_caps"] = list(policy.extendable_caps)
+    for field in ["max_extensions_per_run", "loop_escalation", "grant_change_cooldown_h"]:
+        data[field] = getattr(policy, field)
+    if policy.self_approval_allowed:
+        data["self_approval_allowed"] = "on"
     data.update(overrides)
     return data
+
+
+def second_admin_approves(agent: Agent) -> int:
+    """Another admin approves the agent's pending two-admin changes (granting an irreversible tool,
+    phase 4): what one admin asked is applied. Returns how many were applied."""
+    from agentops.approvals.models import Approval
+    from agentops.approvals.services import approval_decide
+    from dashboard.roles import ensure_roles
+
+    second, created = User.objects.get_or_create(username="second-admin")
+    if created:
+        second.groups.add(ensure_roles()["admin"])
+        second = User.objects.get(pk=second.pk)
+    pending = list(Approval.objects.filter(agent=agent, kind="config_change", status="pending"))
+    for decision in pending:
+        approval_decide(approval=decision, actor=second, approve=True)
+    return len(pending)

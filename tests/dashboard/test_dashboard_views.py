@@ -5,7 +5,7 @@ import time
 import pytest
 from django.urls import reverse
 from helpers_dashboard import agent_form as _agent_form
-from helpers_dashboard import client_for, csrf_post, make_approval, make_run
+from helpers_dashboard import client_for, csrf_post, make_approval, make_run, second_admin_approves
 
 from agentops.agents.models import Agent, ToolGrant, Trigger
 from agentops.approvals.models import ApprovalStatus
@@ -418,6 +418,8 @@ def test_an_irreversible_tool_cannot_be_set_to_never_ask(team, agent):
 def test_an_admin_grants_changes_and_removes_a_tool_with_an_audit_trail(team, agent):
     client = client_for(team.owner)
     client.post("/agents/debugger/grants/new/", {"new-tool": "send_email", "new-scope": '{"recipient_domains": ["example.com"]}', "new-approval": "always"})
+    # An irreversible tool: granted once a second admin approves.
+    assert not ToolGrant.objects.filter(agent=agent, tool="send_email").exists() and second_admin_approves(agent) == 1
     grant = ToolGrant.objects.get(agent=agent, tool="send_email")
     client.post(
         f"/agents/debugger/grants/{grant.pk}/",
@@ -428,7 +430,7 @@ def test_an_admin_grants_changes_and_removes_a_tool_with_an_audit_trail(team, ag
     client.post(f"/agents/debugger/grants/{grant.pk}/delete/")
     assert not ToolGrant.objects.filter(pk=grant.pk).exists()
     actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
-    assert actions[-3:] == ["grant.create", "grant.update", "grant.delete"]
+    assert actions[-5:] == ["config_change.request", "agent.update", "config_change.approved", "grant.update", "grant.delete"]
     update = AuditEvent.objects.get(action="grant.update")
     assert update.before["scope"] == {"recipient_domains": ["example.com"]} and update.after["scope"] == {"recipient_domains": ["corp.example"]}
 
@@ -559,10 +561,13 @@ def test_agent_configuration_is_written_by_the_agents_domain_for_any_caller(agen
     for name in ["agent_update", "policy_update", "grant_save", "grant_delete", "trigger_save", "grant_scope_errors"]:
         assert not hasattr(dashboard.services, name), name
     services.agent_update(agent=agent, actor="cli", changes={"trust_phase": 2}, reason="drafts reviewed for a month")
-    grant = services.grant_save(agent=agent, actor="cli", tool="send_email", scope={"recipient_domains": ["example.com"]}, approval="always")
+    grant = services.grant_save(agent=agent, actor="cli", tool="write_file", scope={"paths": ["src/*"]}, approval="always")
     services.grant_delete(grant=grant, actor="cli")
     assert list(AuditEvent.objects.filter(actor_label="cli").order_by("id").values_list("action", flat=True)) == [
         "agent.update",
         "grant.create",
         "grant.delete",
     ]
+    # An irreversible tool waits for a second admin, whoever asks.
+    with pytest.raises(services.SecondAdminRequired):
+        services.grant_save(agent=agent, actor="cli", tool="send_email", scope={"recipient_domains": ["example.com"]}, approval="always")

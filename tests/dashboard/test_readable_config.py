@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 from helpers_dashboard import agent_form as _agent_form
-from helpers_dashboard import client_for
+from helpers_dashboard import client_for, second_admin_approves
 
 from agentops.agents.models import Agent, ToolGrant, Trigger
 from agentops.audit.models import AuditEvent
@@ -181,6 +181,8 @@ def test_a_scope_posted_as_json_still_works(team, agent):
         f"/agents/{agent.slug}/grants/new/", {"new-tool": "send_email", "new-scope": '{"recipient_domains": ["example.com"]}', "new-approval": "default"}
     )
     assert response.status_code == 302
+    # An irreversible tool: applied once a second admin approves.
+    assert second_admin_approves(agent) == 1
     assert agent.grants.get(tool="send_email").scope == {"recipient_domains": ["example.com"]}
 
 

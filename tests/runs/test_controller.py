@@ -142,7 +142,7 @@ def test_it_records_an_alarm_once_when_a_threshold_is_crossed(make_agent, start_
 
 def test_loop_detector_stops_the_same_failing_call_after_three_failures(make_agent, start_run):
     script = [turn(call("test_fail", what="x")) for _ in range(6)]
-    agent = make_agent(script=script, grants={"test_fail": {}})
+    agent = make_agent(script=script, grants={"test_fail": {}}, policy={"loop_escalation": "stop"})  # no nudge first
     run = start_run(agent)
     assert run.status == "failed" and "loop detected" in run.status_reason
     assert len(observations(run)) == 3
@@ -150,7 +150,7 @@ def test_loop_detector_stops_the_same_failing_call_after_three_failures(make_age
 
 def test_loop_detector_stops_four_identical_action_observation_pairs(make_agent, start_run):
     script = [turn(call("test_echo", text="same")) for _ in range(8)]
-    agent = make_agent(script=script, grants={"test_echo": {}})
+    agent = make_agent(script=script, grants={"test_echo": {}}, policy={"loop_escalation": "stop"})  # no nudge first
     run = start_run(agent)
     assert run.status == "failed" and "identical" in run.status_reason
     assert len(observations(run)) == 4
@@ -158,7 +158,7 @@ def test_loop_detector_stops_four_identical_action_observation_pairs(make_agent,
 
 def test_loop_detector_stops_an_a_b_a_b_pattern(make_agent, start_run):
     script = [turn(call("test_echo", text="a" if i % 2 == 0 else "b")) for i in range(8)]
-    agent = make_agent(script=script, grants={"test_echo": {}})
+    agent = make_agent(script=script, grants={"test_echo": {}}, policy={"loop_escalation": "stop"})  # no nudge first
     run = start_run(agent)
     assert run.status == "failed" and "A-B-A-B" in run.status_reason
     assert len(observations(run)) == 5

@@ -116,13 +116,15 @@ def test_a_real_django_q2_worker_runs_an_enqueued_run_and_resumes_it_after_appro
     env = {**os.environ, "DEBUG": "1", "DATABASE_URL": database_url(), "AGENTOPS_TOOL_MODULES": "tests.support.tools"}
     env.pop("REDIS_URL", None)
     log = tmp_path / "qcluster.log"
-    with qcluster(env, log):
+    # The waits end as soon as the run gets there, or at once if the cluster died; their limit only
+    # has to outlast a cluster starting on a loaded machine.
+    with qcluster(env, log) as cluster:
         run = run_create(agent=agent, input="pay the invoice", actor="test")
-        wait_for_status(run.pk, ("waiting_approval",), timeout=60, what="the worker never reached the approval", log_path=log)
+        wait_for_status(run.pk, ("waiting_approval",), timeout=180, what="the worker never reached the approval", log_path=log, worker=cluster)
         assert not ledger.exists()
         admin = User.objects.create_superuser("root", password="pw")
         approval_decide(approval=Approval.objects.get(run=run), actor=admin, approve=True)
-        status = wait_for_status(run.pk, FINAL, timeout=60, what="the worker never finished the run", log_path=log)
+        status = wait_for_status(run.pk, FINAL, timeout=180, what="the worker never finished the run", log_path=log, worker=cluster)
         assert status == "succeeded", Run.objects.get(pk=run.pk).status_reason
         assert len(lines(ledger)) == 1
 
@@ -339,21 +341,21 @@ def test_a_worker_that_cannot_reach_the_database_keeps_the_run_queued_for_the_re
 
 @pytest.mark.django_db
 def test_a_database_error_mid_run_leaves_the_run_to_be_taken_over_instead_of_failing_it(make_agent, broker, monkeypatch, tmp_path):
-    from agentops.runs.controller import RunLoop
     from agentops.runs.tasks import execute_run
+    from agentops.runs.turns import ModelTurns
 
     script = [{"text": "w", "tool_calls": [{"name": "test_append", "arguments": {"text": "once"}}]}, {"text": "done"}]
     run = run_create_dispatched(make_agent(script=script, grants={"test_append": {"path": str(tmp_path / "effects")}}))
-    real = RunLoop.model_turn
+    real = ModelTurns.take
     turns = iter(["ok", "fail"])
 
-    def flaky(self: RunLoop) -> None:
+    def flaky(self: ModelTurns) -> None:
         if next(turns, "ok") == "fail":
             raise OperationalError("terminating connection due to administrator command")
         real(self)
 
     with monkeypatch.context() as m:
-        m.setattr(RunLoop, "model_turn", flaky)
+        m.setattr(ModelTurns, "take", flaky)
         m.setattr("agentops.runs.tasks.CLAIM_RETRY_DELAYS_S", ())
         assert execute_run(run.pk) == "database-unavailable"
         assert execute_run(run.pk) == "not-claimed", "the lease still holds: nobody else may take it yet"

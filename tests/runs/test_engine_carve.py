@@ -60,11 +60,10 @@ def test_the_reaper_does_not_swallow_a_schedule_that_cannot_be_imported(monkeypa
 def test_a_gate_step_written_after_another_worker_took_the_run_over_is_refused(make_agent, monkeypatch):
     """A worker presumed dead but still inside a tool must not write the gate's verdict into a run
     that now belongs to someone else."""
-    import agentops.redaction
+    from agentops.redaction import contains_secret as real
     from agentops.runs.controller import execute_run
     from agentops.runs.services import run_create
 
-    real = agentops.redaction.contains_secret
     taken_over = threading.Event()
 
     def check_then_lose_the_lease(text: Any) -> bool:
@@ -79,7 +78,8 @@ def test_a_gate_step_written_after_another_worker_took_the_run_over_is_refused(m
         trust_phase=2,
     )
     run = run_create(agent=agent, input="find it", actor="test", enqueue=False)
-    monkeypatch.setattr(agentops.redaction, "contains_secret", check_then_lose_the_lease)
+    # Where the tool looks it up: submit_report's secrets gate.
+    monkeypatch.setattr("agentops.tools.pull_requests.contains_secret", check_then_lose_the_lease)
     assert execute_run(run.pk, owner="first-worker") == "lease-lost"
     assert taken_over.is_set()
     assert not run.steps.filter(kind=StepKind.GATE).exists(), "a gate step was written without the lease"

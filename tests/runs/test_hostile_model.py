@@ -170,7 +170,7 @@ def test_a_model_call_in_flight_when_its_worker_died_is_charged_to_the_run_and_t
         assert claim_run(run.pk, "dead-worker")
         dying = RunLoop(Run.objects.get(pk=run.pk), "dead-worker")
         dying.rebuild()
-        reservation = dying.reserve(4096, [])  # reserved, sent... and the worker dies here
+        reservation = dying.turns.reserve(4096, [])  # reserved, sent... and the worker dies here
         assert reservation.cost_usd > 0
         assert daily_value(agent_id=agent.pk, key="cost_usd") == reservation.cost_usd
         Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
@@ -203,8 +203,8 @@ def test_a_crash_loop_cannot_pass_the_run_cost_cap(make_agent, anthropic_setting
         loop = RunLoop(Run.objects.get(pk=run.pk), owner)
         loop.rebuild()
         try:
-            loop.reconcile_reservation()
-            loop.reserve(4096, [])  # each worker dies with its call in flight
+            loop.turns.reconcile_reservation()
+            loop.turns.reserve(4096, [])  # each worker dies with its call in flight
         except StopRun as stop:
             stopped = loop.stop(stop)
             break
@@ -232,7 +232,7 @@ def test_the_conversation_rebuilt_after_rejected_turns_matches_the_live_one(make
         live = RunLoop(Run.objects.get(pk=run.pk), "w1")
         live.rebuild()
         for _ in range(3):
-            live.model_turn()
+            live.turns.take()
             for call in live.last_turn_calls:
                 live.handle_tool_call(call)
     rebuilt = RunLoop(Run.objects.get(pk=run.pk), "w2")

@@ -96,7 +96,7 @@ def test_fifteen_hundred_refused_calls_in_one_turn_stop_at_the_tool_call_cap(mak
 
 
 def test_a_streak_of_refusals_is_a_loop_even_when_every_call_differs(make_agent, start_run):
-    agent = make_agent(script=[turn(*[call(f"nope_{chr(97 + i % 26)}{chr(97 + i // 26)}") for i in range(40)])])
+    agent = make_agent(script=[turn(*[call(f"nope_{chr(97 + i % 26)}{chr(97 + i // 26)}") for i in range(40)])], policy={"loop_escalation": "stop"})
     run = start_run(agent)
     assert run.status == "failed" and run.outcome == "loop" and "in a row" in run.status_reason
     assert run.refused_calls == 10
@@ -111,7 +111,7 @@ def test_invalid_arguments_count_as_refused_calls(make_agent, start_run, tmp_pat
 
 def test_near_identical_calls_with_one_changing_number_are_a_loop_before_the_iteration_cap(make_agent, start_run):
     script = [turn(call("test_echo", text="line", repeat=i)) for i in range(1, 40)]
-    agent = make_agent(script=script, grants={"test_echo": {}}, policy={"max_iterations": 30})
+    agent = make_agent(script=script, grants={"test_echo": {}}, policy={"max_iterations": 30, "loop_escalation": "stop"})
     run = start_run(agent)
     assert run.status == "failed" and run.outcome == "loop" and "near-identical" in run.status_reason
     assert run.iterations == 8
@@ -130,7 +130,12 @@ def pay(text: str) -> dict:
 
 def test_asking_again_for_a_rejected_action_is_refused_without_a_new_approval(make_agent, start_run, tmp_path, django_user_model):
     boss = django_user_model.objects.create_superuser("boss", password="pw")
-    agent = make_agent(script=[pay("100"), pay("100"), pay("100"), {"text": "done"}], grants={"test_pay": {"path": str(tmp_path / "p")}}, trust_phase=3)
+    agent = make_agent(
+        script=[pay("100"), pay("100"), pay("100"), {"text": "done"}],
+        grants={"test_pay": {"path": str(tmp_path / "p")}},
+        trust_phase=3,
+        policy={"loop_escalation": "stop"},
+    )
     run = start_run(agent)
     approval_decide(approval=Approval.objects.get(run=run), actor=boss, approve=False, comment="no")
     execute_run(run.pk)
@@ -144,7 +149,12 @@ def test_asking_again_for_a_rejected_action_is_refused_without_a_new_approval(ma
 
 def test_a_model_that_re_asks_after_every_rejection_is_stopped(make_agent, start_run, tmp_path, django_user_model):
     boss = django_user_model.objects.create_superuser("boss", password="pw")
-    agent = make_agent(script=[pay(str(n)) for n in ("one", "two", "three", "four", "five")], grants={"test_pay": {"path": str(tmp_path / "p")}}, trust_phase=3)
+    agent = make_agent(
+        script=[pay(str(n)) for n in ("one", "two", "three", "four", "five")],
+        grants={"test_pay": {"path": str(tmp_path / "p")}},
+        trust_phase=3,
+        policy={"loop_escalation": "stop"},
+    )
     run = start_run(agent)
     for _ in range(3):
         approval_decide(approval=Approval.objects.get(run=run, status="pending"), actor=boss, approve=False, comment="no")

@@ -27,7 +27,26 @@ def qcluster(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
         try:
             yield cluster
         finally:
-            stop_group(cluster)
+            stop_cluster(cluster)
+
+
+def stop_cluster(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """Stop a django-q2 cluster the way it expects: SIGTERM to its main process only, which stops
+    the sentinel, which lets each worker finish its task. Not to the whole group: the sentinel and
+    the workers keep SIGTERM's default and die at once, and the main process then deadlocks in its
+    own handler (it signals an Event the dead sentinel was waiting on) until a SIGKILL. Whatever is
+    left of the group after the grace period is killed."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
 
 
 def stop_group(proc: subprocess.Popen, grace_s: float = 15) -> None:
@@ -39,14 +58,20 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 15) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def wait_for_status(run_id: int, statuses: tuple[str, ...], *, timeout: float, what: str, log_path: Path | None = None) -> str:
+def wait_for_status(
+    run_id: int, statuses: tuple[str, ...], *, timeout: float, what: str, log_path: Path | None = None, worker: subprocess.Popen | None = None
+) -> str:
+    """Wait for the run to reach one of ``statuses``; with ``worker`` (the process that should get it
+    there), fail at once when that process exited instead of waiting out the timeout."""
     from agentops.runs.models import Run
 
     deadline = time.monotonic() + timeout
     while (status := Run.objects.get(pk=run_id).status) not in statuses:
-        if time.monotonic() > deadline:
+        exited = worker is not None and worker.poll() is not None
+        if exited or time.monotonic() > deadline:
             tail = log_path.read_text()[-2000:] if log_path and log_path.exists() else ""
-            raise AssertionError(f"{what} (status {status})\n{tail}")
+            why = f"the worker process exited with {worker.returncode}" if exited and worker is not None else f"not within {timeout:g} s"
+            raise AssertionError(f"{what} (status {status}; {why})\n{tail}")
         time.sleep(0.1)
     return status
 

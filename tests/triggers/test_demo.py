@@ -26,8 +26,8 @@ def test_demo_setup_is_idempotent(settings, tmp_path):
     settings.AGENTOPS_FORGE_ROOT = tmp_path / "forge"
     first = demo()
     second = demo()
-    assert "created ['debugging-agent', 'test-expansion-agent']" in first and "created -, updated -" in second
-    assert ErrorProject.objects.count() == 1 and Agent.objects.count() == 2
+    assert "created ['debugging-agent', 'debugging-agent-mcp', 'test-expansion-agent']" in first and "created -, updated -" in second
+    assert ErrorProject.objects.count() == 1 and Agent.objects.count() == 3
     assert Trigger.objects.filter(kind="error").count() == 1
     repo = tmp_path / "forge" / "checkout-service.git"
     log = subprocess.run(["git", "log", "--oneline", "main"], cwd=repo, capture_output=True, text=True, check=True).stdout
@@ -47,5 +47,9 @@ def test_demo_sends_the_real_exception_which_starts_one_run(settings, tmp_path, 
     assert group.count == ErrorEvent.objects.count() >= 10
     frames = ErrorEvent.objects.first().stacktrace[-1]["frames"]
     assert frames[-1]["filename"].endswith("checkout/db.py") and frames[-1]["function"] == "acquire"
-    run = Run.objects.get()
-    assert (run.agent.slug, run.trigger_kind, run.fingerprint) == ("debugging-agent", "error", f"error:{group.pk}")
+    run = Run.objects.get(agent__slug="debugging-agent")
+    assert (run.trigger_kind, run.fingerprint) == ("error", f"error:{group.pk}")
+    # The MCP variant takes on the same problem, started by hand, with the same trigger data.
+    variant = Run.objects.get(agent__slug="debugging-agent-mcp")
+    assert (variant.trigger_kind, variant.input, variant.context) == ("manual", run.input, run.context)
+    assert f"MCP variant run: {live_server.url}/runs/{variant.pk}/" in out

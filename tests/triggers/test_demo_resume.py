@@ -35,7 +35,7 @@ def test_a_second_demo_keeps_what_a_person_changed_in_the_dashboard(settings, tm
     agent.policy.refresh_from_db()
     assert (agent.trust_phase, agent.objective, agent.policy.max_tokens) == (2, "Changed by a person.", 123_456)
     assert not Trigger.objects.get(agent=agent, kind="error").enabled
-    assert "kept as configured: debugging-agent, test-expansion-agent" in second
+    assert "kept as configured: debugging-agent, debugging-agent-mcp, test-expansion-agent" in second
 
 
 def test_a_demo_creates_only_the_agents_that_are_missing(settings, tmp_path):
@@ -53,12 +53,12 @@ def test_a_second_demo_does_not_report_the_error_again(settings, tmp_path, live_
     url_file = tmp_path / "run-url"
     first = demo("--send-error", live_server.url, "--run-url-file", str(url_file))
     assert "failed with ConnectionPoolExhaustedError" in first
-    run = Run.objects.get()
+    run = Run.objects.get(agent__slug="debugging-agent")
     assert f"run: {live_server.url}/runs/{run.pk}/" in first
     assert url_file.read_text().strip() == f"{live_server.url}/runs/{run.pk}/"
     second = demo("--send-error", live_server.url, "--run-url-file", str(url_file))
     time.sleep(0.5)
-    assert Run.objects.count() == 1
+    assert Run.objects.count() == 2  # the error's run and the MCP variant's, each started once
     assert "not reporting it again" in second and "failed with ConnectionPoolExhaustedError" not in second
     assert f"run: {live_server.url}/runs/{run.pk}/" in second
 

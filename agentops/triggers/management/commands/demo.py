@@ -13,6 +13,7 @@ changed in the dashboard stays), and the error is reported only while no run was
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 import time
@@ -20,14 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
 from agentops.agents.models import Agent, Trigger, TriggerKind
+from agentops.agents.spec import SpecError, apply_spec, load_spec
 from agentops.forges.local import local_repo_create
 from agentops.runs.models import Run
+from agentops.runs.services import RunRefused, run_create
 from agentops.triggers.models import ErrorGroup, ErrorProject
+from dashboard.roles import ensure_roles
 
 AGENT_SLUG = "debugging-agent"
+# Its variant that does its git work through an MCP server inside the sandbox (examples/agents.yaml).
+MCP_AGENT_SLUG = "debugging-agent-mcp"
 REPOSITORY = "checkout-service"
 PROJECT = "checkout"
 
@@ -60,9 +67,9 @@ class Command(BaseCommand):
         self.stdout.write(f"error project {project.slug!r} ({'created' if created else 'exists'})")
 
         spec = Path(options["spec"])
-        created = self._apply_new_agents(spec) if spec.exists() else []
+        created_agents = self._apply_new_agents(spec) if spec.exists() else []
         agent = self._ensure_agent()
-        if AGENT_SLUG in created or not spec.exists():
+        if AGENT_SLUG in created_agents or not spec.exists():
             # Only for an agent set up just now: a trigger a person removed since stays removed.
             self._ensure_trigger(agent)
 
@@ -93,18 +100,18 @@ class Command(BaseCommand):
                 self.stdout.write(f"no run has started yet: watch {url}/runs/")
             else:
                 self._announce(run, url, options.get("run_url_file"))
+                self._start_mcp_variant(run, url)
 
     def _apply_new_agents(self, spec: Path) -> list[str]:
         """Apply the spec's agents that do not exist yet. Applying over an existing agent would
         undo what a person changed in the dashboard since (the spec is the truth for the agents
         it names), so those are left as they are."""
-        from agentops.agents.spec import SpecError, apply_spec, load_spec
-
         try:
             data = load_spec(spec.read_text())
         except SpecError as exc:
             raise CommandError(f"{spec}: {exc}") from None
-        agents = data.get("agents") if isinstance(data.get("agents"), list) else []
+        listed = data.get("agents")
+        agents: list[Any] = listed if isinstance(listed, list) else []
         slugs = [a.get("slug") for a in agents if isinstance(a, dict)]
         existing = set(Agent.objects.filter(slug__in=[s for s in slugs if isinstance(s, str)]).values_list("slug", flat=True))
         new = [a for a in agents if not (isinstance(a, dict) and a.get("slug") in existing)]
@@ -127,6 +134,19 @@ class Command(BaseCommand):
         if not fingerprints:
             return None
         return Run.objects.filter(agent__slug=AGENT_SLUG, fingerprint__in=fingerprints).order_by("pk").first()
+
+    def _start_mcp_variant(self, error_run: Run, url: str) -> None:
+        """The same problem for the MCP variant of the agent, started by hand (as a person would from
+        its page), so the demo also shows a run whose git tools come from an MCP server."""
+        agent = Agent.objects.filter(slug=MCP_AGENT_SLUG).first()
+        if agent is None or Run.objects.filter(agent=agent).exists():
+            return
+        try:
+            run = run_create(agent=agent, input=error_run.input, actor="demo", context=dict(error_run.context or {}))
+        except RunRefused as exc:
+            self.stdout.write(f"the MCP variant was not started: {exc}")
+            return
+        self.stdout.write(f"MCP variant run: {url}/runs/{run.pk}/")
 
     def _announce(self, run: Run, url: str, run_url_file: str | None) -> None:
         run_url = f"{url}/runs/{run.pk}/"
@@ -152,12 +172,6 @@ class Command(BaseCommand):
 
     def _ensure_admin(self, login_file: Path) -> None:
         """An admin login for the demo: generated once, kept in the data directory (never in the repo)."""
-        import secrets
-
-        from django.contrib.auth.models import User
-
-        from dashboard.roles import ensure_roles
-
         groups = ensure_roles()
         user = User.objects.filter(username="admin").first()
         if user is None or not login_file.exists():
