@@ -16,6 +16,7 @@ from agentops.agents.models import Agent, OnExpiry, Policy, ToolGrant
 from agentops.approvals.models import RUN_KINDS, Approval, ApprovalStatus, DecisionKind
 from agentops.approvals.notifications import decisions_notify
 from agentops.audit.services import actor_label_of, audit_record
+from agentops.guardrails.budgets import run_budget
 from agentops.runs.models import Run, Step, StepKind
 from agentops.runs.steps import step_record
 
@@ -46,17 +47,18 @@ def _summary(step: Step) -> dict[str, Any]:
 
 
 def decision_evidence(run: Run) -> dict[str, Any]:
-    """What a person needs to decide about a run: its spend against its caps, the last steps, its diff."""
-    policy = policy_of(run.agent_id)
+    """What a person needs to decide about a run: its spend against its caps (this run's: the policy's
+    plus any extension a person already granted it), the last steps, its diff."""
+    budget = run_budget(run, policy_of(run.agent_id))
     spend = {
         "cost_usd": f"{run.cost_usd.normalize():f}",
-        "max_cost_usd": f"{policy.max_cost_usd.normalize():f}",
+        "max_cost_usd": f"{budget.max_cost_usd.normalize():f}",
         "tokens": run.total_tokens,
-        "max_tokens": policy.max_tokens,
+        "max_tokens": budget.max_tokens,
         "tool_calls": run.tool_calls,
-        "max_tool_calls": policy.max_tool_calls,
+        "max_tool_calls": budget.max_tool_calls,
         "iterations": run.iterations,
-        "max_iterations": policy.max_iterations,
+        "max_iterations": budget.max_iterations,
     }
     steps = list(Step.objects.filter(run_id=run.pk).order_by("-seq")[:EVIDENCE_TRACE_STEPS])
     result = run.result if isinstance(run.result, dict) else {}

@@ -13,6 +13,7 @@ on disk even when it looks inside.
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 from typing import Any
@@ -149,20 +150,42 @@ def _check_pattern(arg: str, value: Any, pattern: str) -> None:
         raise ScopeViolation(f"argument {arg!r} = {value[:200]!r} does not match the allowed pattern {pattern!r}")
 
 
+_SCOPE_VALIDATOR = jsonschema.Draft202012Validator(ARGUMENT_CONSTRAINTS_SCHEMA)
+# Validators of input schemas already checked, by the schema's canonical text: checking a schema costs
+# ~0.6 ms, and a run calls the same few tools again and again. Bounded: a server cannot grow it forever.
+_VALIDATORS: dict[str, jsonschema.protocols.Validator] = {}
+_VALIDATORS_MAX = 512
+
+
+def _checked_validator(input_schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    try:
+        key = json.dumps(input_schema, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ToolError("the tool's input schema is not JSON, so no call can be checked") from exc
+    validator = _VALIDATORS.get(key)
+    if validator is None:
+        try:
+            jsonschema.Draft202012Validator.check_schema(input_schema)
+        except jsonschema.SchemaError as exc:
+            raise ToolError(f"the tool's input schema is invalid, so no call can be checked: {exc.message}") from exc
+        # Its own copy: the caller's dict may change later, the checked schema must not.
+        validator = jsonschema.Draft202012Validator(json.loads(key))
+        if len(_VALIDATORS) >= _VALIDATORS_MAX:
+            _VALIDATORS.clear()
+        _VALIDATORS[key] = validator
+    return validator
+
+
 def check_arguments(arguments: dict[str, Any], *, input_schema: dict[str, Any], scope: dict[str, Any]) -> None:
     """Raise ToolError (arguments invalid for the tool) or ScopeViolation (outside the grant); None when allowed."""
     if not isinstance(arguments, dict):
         raise ToolError(f"arguments must be an object, got {type(arguments).__name__}")
-    try:
-        validator = jsonschema.Draft202012Validator(input_schema)
-        validator.check_schema(input_schema)
-    except jsonschema.SchemaError as exc:
-        raise ToolError(f"the tool's input schema is invalid, so no call can be checked: {exc.message}") from exc
+    validator = _checked_validator(input_schema)
     errors = _schema_messages(input_schema, arguments, validator=validator)
     if errors:
         raise ToolError("arguments do not match the tool's input schema: " + "; ".join(errors[:10]))
     scope = scope or {}
-    scope_errors = _schema_messages(ARGUMENT_CONSTRAINTS_SCHEMA, scope)
+    scope_errors = _schema_messages(ARGUMENT_CONSTRAINTS_SCHEMA, scope, validator=_SCOPE_VALIDATOR)
     if scope_errors:
         # Fail closed: a scope the controller cannot read allows nothing.
         raise ScopeViolation("the grant's scope is invalid: " + "; ".join(scope_errors[:5]))

@@ -1,38 +1,14 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import User
 from helpers_dashboard import make_approval, make_run
 
 from agentops.agents.models import Agent, Policy, ToolGrant
 from agentops.llm.prices import DEFAULT_MODEL
 from agentops.runs.models import Run
-
-
-@dataclass
-class Team:
-    owner: User  # admin
-    approver: User
-    viewer: User
-    outsider: User  # signed in, but in no role
-
-
-@pytest.fixture
-def team(db) -> Team:
-    from dashboard.roles import ensure_roles
-
-    groups = ensure_roles()
-
-    def make(name: str, group: str | None) -> User:
-        user = User.objects.create_user(name, f"{name}@example.com", "pw-" + name)
-        if group:
-            user.groups.add(groups[group])
-        return user
-
-    return Team(owner=make("alice", "admin"), approver=make("bob", "approver"), viewer=make("carol", "viewer"), outsider=make("mallory", None))
+from tests.support.team import team  # noqa: F401  the fixture
 
 
 @pytest.fixture

@@ -2,51 +2,13 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.test import Client
 
 from agentops.agents.models import Agent
-from agentops.runs.models import Run, RunStatus, StepKind
-from agentops.runs.steps import step_record
-
-
-def make_run(agent: Agent, *, status: str = RunStatus.RUNNING, steps: int = 2, **fields: Any) -> Run:
-    from agentops.runs.services import run_create
-
-    run = run_create(agent=agent, input="TypeError in checkout", actor="system", enqueue=False)
-    for i in range(steps):
-        step_record(
-            run=run,
-            kind=StepKind.MODEL_CALL,
-            payload={"text": f"thinking {i}"},
-            model_id="claude-sonnet-4-5",
-            input_tokens=100,
-            output_tokens=10,
-            cost_usd=Decimal("0.001"),
-        )
-    Run.objects.filter(pk=run.pk).update(status=status, **fields)
-    run.refresh_from_db()
-    return run
-
-
-def make_approval(run: Run, *, tool: str = "send_email", call: str = "call-1", arguments: dict | None = None, timeout_s: int = 3600) -> Any:
-    from agentops.approvals.services import approval_request
-
-    Run.objects.filter(pk=run.pk).update(status=RunStatus.WAITING_APPROVAL)
-    return approval_request(
-        run=run,
-        step_id=None,
-        tool_call_id=call,
-        tool=tool,
-        arguments=arguments or {"to": ["ops@example.com"], "subject": "Fix deployed", "body": "Done."},
-        risk_class="irreversible",
-        reason="The fix is merged; tell the on-call.",
-        why_needed="irreversible tool",
-        timeout_s=timeout_s,
-    )
+from tests.support.team import make_approval, make_run  # noqa: F401  the dashboard tests import them from here
 
 
 def client_for(user: User | None, *, csrf: bool = False) -> Client:

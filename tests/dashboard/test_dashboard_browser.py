@@ -4,167 +4,53 @@ database (a fresh PostgreSQL database when DATABASE_URL is PostgreSQL, else a SQ
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.support import web
+from tests.support.processes import ROOT
+
+# The other browser tests of the dashboard import these from here, with this module's fixtures.
+from tests.support.web import CHROMIUM, CHROMIUM_ARGS, SHOTS, new_page, screenshot  # noqa: F401
+from tests.support.web import need_browser as _need_browser  # noqa: F401
+from tests.support.web import no_csp_violation as _no_csp_violation  # noqa: F401  autouse: each test leaves no CSP violation
+
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SEED = Path(__file__).with_name("browser_seed.py")
-
-
-def _need_browser() -> None:
-    reason = None
-    if not Path(CHROMIUM).exists():
-        reason = f"{CHROMIUM} is missing (apt-get install -y chromium)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            reason = "playwright is not installed"
-    if reason:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"browser tests cannot run in CI: {reason}")
-        print(f"skipping browser tests: {reason}")
-        pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    _need_browser()
-    base_env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE"}}
-    database_url = os.environ.get("DATABASE_URL", "")
-    dropdb = None
-    if database_url.startswith(("postgres://", "postgresql://")):
-        import psycopg
+    web.need_browser()
+    with web.scratch_database("browser", tmp_path_factory) as database_url:
+        env = web.site_env(database_url, tmp_path_factory.mktemp("data"))
+        web.migrate(env)
 
-        name = f"agentops_browser_{uuid.uuid4().hex[:8]}"
-        admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        database_url = database_url.rsplit("/", 1)[0] + "/" + name
+        def run_seed(*args: str) -> dict:
+            return web.run_json(env, str(SEED), *args, timeout=120)
 
-        def dropdb() -> None:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    else:
-        database_url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'agentops.sqlite3'}"
-    env = {
-        **base_env,
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": "browser-test-secret",
-        "DEBUG": "0",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "AGENTOPS_DATA_DIR": str(tmp_path_factory.mktemp("data")),
-        "LOG_LEVEL": "WARNING",
-    }
-    python = sys.executable
-    subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300)
-    seeded = json.loads(
-        subprocess.run([python, str(SEED), "seed"], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    )
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("daphne") / "daphne.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(python).with_name("daphne")), "-b", "127.0.0.1", "-p", str(port), "agentops.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(base + "/login/", timeout=2).close()
-            break
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"daphne did not start; see {log.name}") from None
-            time.sleep(0.3)
+        def manage(*args: str) -> None:
+            subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True)
 
-    def run_seed(*args: str) -> dict:
-        out = subprocess.run([python, str(SEED), *args], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True, text=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
-
-    def manage(*args: str) -> None:
-        subprocess.run([python, "manage.py", *args], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True)
-
-    yield {"base": base, "seed": seeded, "run_seed": run_seed, "manage": manage}
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    if dropdb:
-        dropdb()
+        seeded = run_seed("seed")
+        with web.daphne(env, tmp_path_factory.mktemp("daphne") / "daphne.log") as base:
+            yield {"base": base, "seed": seeded, "run_seed": run_seed, "manage": manage}
 
 
 @pytest.fixture(scope="module")
 def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with web.chromium() as browser:
         yield browser
-        browser.close()
-
-
-# Every message the browser logs about the Content-Security-Policy (a blocked inline script or
-# style, a refused websocket): each test must leave this empty.
-CSP_VIOLATIONS: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_csp_violation():
-    CSP_VIOLATIONS.clear()
-    yield
-    assert CSP_VIOLATIONS == []
-
-
-def new_page(browser):
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    page.on("console", lambda msg: CSP_VIOLATIONS.append(f"{page.url}: {msg.text}") if "Content Security Policy" in msg.text else None)
-    return page
 
 
 def sign_in(browser, server, username: str, *, shot: str | None = None):
     page = new_page(browser)
-    page.goto(server["base"] + "/login/")
-    if shot:
-        screenshot(page, shot)
-    page.fill("#id_username", username)
-    page.fill("#id_password", server["seed"]["password"])
-    page.click("button[type=submit]")
-    page.wait_for_url(server["base"] + "/")
+    web.sign_in(page, server["base"], username, server["seed"]["password"], shot=shot)
     return page
-
-
-def screenshot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_a_person_signs_in_and_sees_the_overview(browser, server):

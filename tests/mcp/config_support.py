@@ -1,48 +1,26 @@
-"""Fixtures of the MCP configuration tests: a team (admin, viewer, outsider), an agent, and tools as
-discovery stores them."""
+"""Fixtures of the MCP configuration tests: the team (admin, approver, viewer, outsider), an agent,
+and tools as discovery stores them."""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.utils import timezone
 
 from agentops.agents.models import Agent, Policy
 from agentops.llm.prices import DEFAULT_MODEL
 from agentops.mcp.models import McpServer, McpToolSnapshot
 from agentops.mcp.toolinfo import McpToolInfo
-from dashboard.roles import ensure_roles
+from tests.support.team import team  # noqa: F401  the fixture, imported from here by the MCP tests
 
 ROOT = Path(__file__).resolve().parents[2]
 TIME_SERVER = str(Path(sys.executable).with_name("mcp-server-time"))
 DRIFT_SERVER = str(Path(__file__).with_name("discover_drift_server.py"))
 ECHO_SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}, "times": {"type": "integer"}}, "required": ["text"]}
 READ_ONLY = {"readOnlyHint": True, "destructiveHint": False, "openWorldHint": False}
-
-
-@dataclass
-class Team:
-    admin: User
-    viewer: User
-    outsider: User  # signed in, in no role
-
-
-@pytest.fixture
-def team(db: Any) -> Team:
-    groups = ensure_roles()
-
-    def make(name: str, group: str | None) -> User:
-        user = User.objects.create_user(name, f"{name}@example.com", "pw-" + name)
-        if group:
-            user.groups.add(groups[group])
-        return user
-
-    return Team(admin=make("alice", "admin"), viewer=make("carol", "viewer"), outsider=make("mallory", None))
 
 
 @pytest.fixture

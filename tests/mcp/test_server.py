@@ -10,7 +10,6 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -28,18 +27,17 @@ from mcp_types import CallToolResult
 
 from agentops.agents.models import Agent, Policy
 from agentops.approvals.models import Approval, ApprovalStatus
-from agentops.approvals.services import approval_request
 from agentops.audit.models import AuditEvent
 from agentops.guardrails.models import ControlState
 from agentops.llm.prices import DEFAULT_MODEL
 from agentops.mcp.server import REQUIREMENTS
 from agentops.runs.models import Run, RunStatus, StepKind
-from agentops.runs.services import run_create
-from agentops.runs.steps import step_record
 from dashboard.models import ApiToken, TokenScope
 from dashboard.roles import ensure_roles
 from dashboard.services import api_token_create, api_token_revoke
 from tests.runs.test_durability import database_url
+from tests.support import team as support
+from tests.support.team import Team, team  # noqa: F401  the fixture
 from tests.support.web import daphne
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -60,27 +58,6 @@ def server(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytes
     assert "Traceback" not in text, text[-3000:]
 
 
-@dataclass
-class Team:
-    admin: User
-    approver: User
-    viewer: User
-    outsider: User  # signed in once, but in no role
-
-
-@pytest.fixture
-def team(db: Any) -> Team:
-    groups = ensure_roles()
-
-    def make(name: str, group: str | None) -> User:
-        user = User.objects.create_user(name, f"{name}@example.com", "pw-" + name)
-        if group:
-            user.groups.add(groups[group])
-        return user
-
-    return Team(admin=make("alice", "admin"), approver=make("bob", "approver"), viewer=make("carol", "viewer"), outsider=make("mallory", None))
-
-
 def token_for(user: User, scope: str) -> str:
     return api_token_create(user=user, name=f"mcp {scope}", scope=scope)[1]
 
@@ -93,35 +70,11 @@ def agent(db: Any) -> Agent:
 
 
 def make_run(agent: Agent, *, status: str = RunStatus.RUNNING, steps: int = 3) -> Run:
-    run = run_create(agent=agent, input="TypeError in checkout", actor="system", enqueue=False)
-    for i in range(steps):
-        step_record(
-            run=run,
-            kind=StepKind.MODEL_CALL,
-            payload={"text": f"thinking {i}"},
-            model_id=DEFAULT_MODEL,
-            input_tokens=100,
-            output_tokens=10,
-            cost_usd=Decimal("0.001"),
-        )
-    Run.objects.filter(pk=run.pk).update(status=status)
-    run.refresh_from_db()
-    return run
+    return support.make_run(agent, status=status, steps=steps, model_id=DEFAULT_MODEL)
 
 
 def make_approval(run: Run) -> Approval:
-    Run.objects.filter(pk=run.pk).update(status=RunStatus.WAITING_APPROVAL)
-    return approval_request(
-        run=run,
-        step_id=None,
-        tool_call_id="call-1",
-        tool="send_email",
-        arguments={"to": ["ops@example.com"], "subject": "Fix deployed"},
-        risk_class="irreversible",
-        reason="The fix is merged; tell the on-call.",
-        why_needed="irreversible tool",
-        timeout_s=3600,
-    )
+    return support.make_approval(run, arguments={"to": ["ops@example.com"], "subject": "Fix deployed"})
 
 
 # --- the client side: the SDK's streamable HTTP client, with the token in its header -------------

@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import OperationalError
 from django.utils import timezone
 
 from agentops.approvals.models import Approval
@@ -19,10 +18,10 @@ from agentops.approvals.services import InvalidDecision, approval_decide, approv
 from agentops.guardrails.budgets import run_budget
 from agentops.runs.controller import execute_run
 from agentops.runs.models import Run, StepKind
-from agentops.runs.turns import ModelTurns
 from dashboard.timeline import budget_bars
 from tests.adversarial.conftest import attack, effects, hostile, installation_secrets  # noqa: F401  the hostile-model harness
 from tests.fakes.anthropic_server import message, tool_use
+from tests.support.takeover import resumed_after_a_takeover
 from tests.support.tools import lines
 
 EXTENDABLE = ["cost", "tokens", "tool_calls", "iterations", "wall_clock"]
@@ -107,7 +106,9 @@ def test_the_run_asks_at_most_max_extensions_per_run_times(capped):
     run, effects = capped(6, max_extensions_per_run=2)
     run = decide(run, answer="1")
     assert run.status == "waiting_approval" and Approval.objects.filter(run=run).count() == 2
-    assert Approval.objects.get(run=run, status="pending").request["limit"] == "3"
+    second = Approval.objects.get(run=run, status="pending")
+    # The second question shows this run's cap as it is now, the first extension included.
+    assert second.request["limit"] == "3" and second.evidence["spend"]["max_tool_calls"] == 3
     run = decide(run, answer="1")
     assert run.status == "budget_exceeded" and "the most its policy allows" in run.status_reason
     assert Approval.objects.filter(run=run).count() == 2 and len(lines(effects)) == 4
@@ -184,20 +185,7 @@ def test_a_takeover_after_an_approved_extension_keeps_the_raised_cap_and_asks_no
     run, effects = capped()
     assert execute_run(run.pk, owner="worker-x") == "not-claimed", "a run waiting for a person belongs to no worker"
     approval_decide(approval=Approval.objects.get(run=run), actor="cli:ops", approve=True, answer="2")
-    real = ModelTurns.take
-    state = {"armed": True}
-
-    def take(self: ModelTurns) -> None:
-        if state.pop("armed", False):
-            raise OperationalError("the database went away")
-        real(self)
-
-    # The worker that resumes it dies at its first model call; another takes the run over.
-    monkeypatch.setattr(ModelTurns, "take", take)
-    assert execute_run(run.pk, owner="worker-1") == "database-unavailable"
-    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    execute_run(run.pk, owner="worker-2")
-    run.refresh_from_db()
+    run = resumed_after_a_takeover(run, monkeypatch)
     assert run.status == "succeeded" and run.tool_calls == 4 and len(lines(effects)) == 4
     assert Approval.objects.filter(run=run).count() == 1 and run.attempts == 3
 

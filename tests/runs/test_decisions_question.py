@@ -16,6 +16,7 @@ from agentops.runs import conversation as conv
 from agentops.runs.controller import execute_run
 from agentops.runs.models import Run, Step, StepKind
 from agentops.tools.toolset import ToolSet
+from tests.support.takeover import resumed_after_a_takeover
 
 QUESTION = "Which region should I roll back first?"
 
@@ -142,24 +143,8 @@ def test_a_scope_or_grant_routes_the_question_to_an_approver_group(make_agent, s
 
 
 def test_a_takeover_after_the_answer_shows_the_answer_once(make_agent, start_run, monkeypatch):
-    from django.db import OperationalError
-
-    from agentops.runs.turns import ModelTurns
-
     run = start_run(make_agent(script=[ask(), {"text": "done"}], grants={"ask_person": {}}))
     approval_decide(approval=Approval.objects.get(run=run), actor="cli:ops", approve=True, answer="eu-1")
-    real = ModelTurns.take
-    state = {"armed": True}
-
-    def take(self: ModelTurns) -> None:
-        if state.pop("armed", False):
-            raise OperationalError("the database went away")
-        real(self)
-
-    monkeypatch.setattr(ModelTurns, "take", take)
-    assert execute_run(run.pk, owner="worker-1") == "database-unavailable"
-    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    execute_run(run.pk, owner="worker-2")
-    run.refresh_from_db()
+    run = resumed_after_a_takeover(run, monkeypatch)
     assert [o["output"] for o in observations(run)] == ["A person answered: eu-1"]
     assert run.status == "failed" and run.outcome == "no_change" and run.attempts == 3
