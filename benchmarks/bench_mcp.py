@@ -45,6 +45,8 @@ import django  # noqa: E402
 
 django.setup()
 
+from bench_sandbox import engine_versions  # noqa: E402  (this folder is on sys.path when run as a script)
+
 from agentops.mcp.client import McpError, McpSession  # noqa: E402
 from agentops.mcp.constraints import check_arguments  # noqa: E402
 from agentops.mcp.toolinfo import ServerSpec  # noqa: E402
@@ -261,17 +263,7 @@ def check_table(times: list[float]) -> str:
 
 
 def machine(load_start: float) -> str:
-    docker_version = "n/a"
-    try:
-        from agentops.sandbox.docker_backend import get_client
-
-        docker_version = get_client().version().get("Version", "?")
-    except Exception:
-        pass
-    try:
-        bwrap = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        bwrap = "n/a"
+    docker_version, bwrap = engine_versions()
     versions = []
     for package in ("mcp", "mcp-server-git"):
         try:

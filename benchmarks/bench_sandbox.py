@@ -100,10 +100,11 @@ def table(results: dict[str, dict | str]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
+def engine_versions() -> tuple[str, str]:
+    """(Docker engine version, bubblewrap version), "n/a" for one that does not answer."""
     docker_version = "n/a"
     try:
-        from agentops.sandbox.docker_backend import get_client
+        from agentops.sandbox.docker_backend import get_client  # lazy: the docker SDK, only when Docker answers
 
         docker_version = get_client().version().get("Version", "?")
     except Exception:
@@ -112,6 +113,11 @@ def machine() -> str:
         bwrap = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip()
     except OSError:
         bwrap = "n/a"
+    return docker_version, bwrap
+
+
+def machine() -> str:
+    docker_version, bwrap = engine_versions()
     return (
         f"{os.cpu_count()} cores, Linux {platform.release()}, Docker engine {docker_version}, {bwrap}, "
         f"Python {platform.python_version()}, running as {'root' if os.geteuid() == 0 else 'non-root'}; "

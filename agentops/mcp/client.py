@@ -44,7 +44,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
-from agentops.mcp.toolinfo import McpToolInfo, ServerSpec
+from agentops.mcp.toolinfo import McpError, McpToolInfo, ServerSpec
 from agentops.redaction import redact_text
 
 if TYPE_CHECKING:
@@ -65,11 +65,6 @@ HTTP_CONNECT_TIMEOUT_S = 10.0
 # What a host server inherits from the worker: enough to run, none of its secrets (database URL, API keys).
 HOST_ENV_KEYS = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM")
 CLIENT_INFO = types.Implementation(name="agentops", version="1")
-
-
-class McpError(Exception):
-    """An MCP server failed: did not start, timed out, crashed, flooded, answered malformed. The message is
-    short, says what happened, and holds no secret."""
 
 
 @dataclass

@@ -19,14 +19,16 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentops.mcp.client import McpError, McpSession
 from agentops.mcp.constraints import constraint_errors
-from agentops.mcp.toolinfo import McpToolInfo, ServerSpec, parse_tool_name
+from agentops.mcp.toolinfo import McpError, McpToolInfo, ServerSpec, parse_tool_name
 from agentops.mcp.tools import mcp_tool
 from agentops.redaction import redact_text
 from agentops.tools.registry import Tool, ToolContext
+
+if TYPE_CHECKING:
+    from agentops.mcp.client import McpSession
 
 MAX_RESTARTS = 5  # per server and run: a server that keeps dying is not restarted forever
 
@@ -52,6 +54,8 @@ class _ServerRun:
     closed: str = ""  # why no session may be started any more ("" while one may)
 
     def open(self) -> list[McpToolInfo]:
+        from agentops.mcp.client import McpSession  # lazy: the MCP SDK costs ~0.5 s to import, and only runs of agents with MCP grants get here
+
         session = McpSession(self.spec, sandbox=self.sandbox, should_stop=self.should_stop)
         try:
             session.start()

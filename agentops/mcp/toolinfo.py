@@ -21,6 +21,12 @@ SERVER_NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]|_(?!_)){0,30}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
+class McpError(Exception):
+    """An MCP server failed: did not start, timed out, crashed, flooded, answered malformed. The message is
+    short, says what happened, and holds no secret. (Here, not in client.py: code that only handles the
+    error must not import the MCP SDK.)"""
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     """One declared MCP server; env and header values are resolved secrets and never logged."""

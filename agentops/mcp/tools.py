@@ -8,12 +8,14 @@ ARGUMENT_CONSTRAINTS_SCHEMA before the executor runs; the executor checks the sc
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentops.mcp.client import McpError, McpSession
 from agentops.mcp.constraints import ARGUMENT_CONSTRAINTS_SCHEMA, check_arguments
-from agentops.mcp.toolinfo import McpToolInfo, canonical_json, risk_from_annotations
+from agentops.mcp.toolinfo import McpError, McpToolInfo, canonical_json, risk_from_annotations
 from agentops.tools.registry import Tool, ToolContext, ToolError, ToolResult
+
+if TYPE_CHECKING:
+    from agentops.mcp.client import McpSession
 
 MAX_DESCRIPTION_CHARS = 4000
 MAX_STRUCTURED_BYTES = 64_000  # structured results larger than this stay out of the step's data (the text has them)

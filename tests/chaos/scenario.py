@@ -89,6 +89,16 @@ def audit(run_ids: list[int], ledger: str | None, *, effects_per_run: int | None
         repeated = {k: n for k, n in effects.items() if n > 1}
         if repeated:
             problems.append(f"side effects repeated: {repeated}")
+    # At most once, never lost unseen: a call either did its effect (once), or a worker died inside it
+    # and the model was told its outcome is unknown (the ledger never repeats an action in doubt).
+    interrupted = 0
+    if ledger is not None:
+        for step in Step.objects.filter(run_id__in=run_ids, kind=StepKind.OBSERVATION).values("run_id", "payload"):
+            key = f"run-{step['run_id']}:{step['payload'].get('tool_call_id')}"
+            in_doubt = "interrupted by a worker failure" in str(step["payload"].get("output", ""))
+            interrupted += in_doubt
+            if key not in effects and not in_doubt and not step["payload"].get("is_error"):
+                problems.append(f"{key}: observed as done, but its side effect never happened")
     succeeded = [r for r in runs.values() if r.status == "succeeded"]
     if ledger is not None and effects_per_run is not None:
         for run in succeeded:
@@ -102,6 +112,7 @@ def audit(run_ids: list[int], ledger: str | None, *, effects_per_run: int | None
         "attempts": sum(r.attempts for r in runs.values()),
         "takeovers": sum(max(0, r.attempts - 1) for r in runs.values()),
         "effects": sum(effects.values()),
+        "interrupted": interrupted,
         "steps": Step.objects.filter(run_id__in=run_ids).count(),
     }
 

@@ -58,7 +58,7 @@ def test_a_redis_restart_without_persistence_strands_no_run(redis_server, monkey
     print(f"redis restart: terminal {settle:.1f}s after Redis was back; {report}")
     assert report["problems"] == [], report
     assert report["statuses"] == {"succeeded": len(run_ids)}, report
-    assert report["effects"] == len(run_ids) * TURNS
+    assert len(run_ids) * TURNS - report["interrupted"] <= report["effects"] <= len(run_ids) * TURNS
     assert report["reconciled"]["redispatched"] >= len(lost) + len(refused), "the stranded runs ran without the reconciler?"
     # 12 runs of ~1 s of work on 2 workers, after the pusher's recovery and two reaper periods.
     assert settle < 2 * REAPER_S + PUSHER_RECOVERY_S + 20, f"{settle:.1f}s"
@@ -159,7 +159,7 @@ def test_a_postgresql_restart_strands_no_run_and_fails_none(redis_server, cluste
         print(f"postgres restart: terminal {settle:.1f}s after PostgreSQL was back; {report}")
         assert report["problems"] == [], report
         assert report["statuses"] == {"succeeded": len(run_ids)}, report
-        assert report["effects"] == len(run_ids) * TURNS
+        assert len(run_ids) * TURNS - report["interrupted"] <= report["effects"] <= len(run_ids) * TURNS
         assert settle < 2 * REAPER_S + PUSHER_RECOVERY_S + 25, f"{settle:.1f}s"
     finally:
         try:

@@ -63,5 +63,6 @@ def test_sigkill_of_cluster_processes_at_random_points_loses_no_run_and_repeats_
     assert faults, "no fault was injected: the runs finished before the first one"
     assert report["problems"] == [], report
     assert report["statuses"] == {"succeeded": RUNS}, report
-    assert report["effects"] == RUNS * TURNS, "each side effect happens exactly once"
+    # Exactly once, except a call a kill landed inside: its outcome is unknown and it is never repeated.
+    assert RUNS * TURNS - report["interrupted"] <= report["effects"] <= RUNS * TURNS, "each side effect happens once, or is reported in doubt"
     assert time.monotonic() - last_fault < 90 + SETTLE_S + 2 * REAPER_S
