@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 
 from tests.chaos.conftest import REAPER_S, SETTLE_S, chaos_env, enqueue_through, redis_broker, wait_all_final
-from tests.chaos.scenario import TURNS, audit, chaos_agent, create_runs
+from tests.chaos.scenario import TURNS, audit, chaos_agent, create_runs, statuses
 from tests.support.processes import FINAL, ROOT, PostgresServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -45,7 +45,12 @@ def test_a_redis_restart_without_persistence_strands_no_run(redis_server, monkey
     cluster = clusters(env)
     # And a restart while the cluster works through jobs.
     busy = create_runs(agent=agent, count=5)
-    time.sleep(1.5)
+    # Restart Redis while the cluster works through jobs: once it has taken one (a fixed sleep could
+    # land in its start-up, which is not this scenario: a service manager restarts a cluster that failed to start).
+    started_work = time.monotonic() + 60
+    while all(s == "queued" for s in statuses(busy).values()) and time.monotonic() < started_work:
+        time.sleep(0.2)
+    time.sleep(0.5)
     redis_server.restart(down_s=1.0)
     cleared = time.monotonic()
 
